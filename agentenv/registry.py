@@ -35,7 +35,12 @@ class EnvInfo:
     kwargs: dict[str, Any] = field(default_factory=dict)
     expert: str | None = None
     """Module with the family's scripted solver: ``solve(task, messages) -> str`` and
-    ``random_action(task, messages, rng) -> str`` (used by ScriptedPolicy and RandomPolicy)."""
+    ``random_action(task, messages, rng) -> str`` (used by ScriptedPolicy and RandomPolicy), and
+    optionally ``closed_book(task, messages) -> str``, a demonstrator that answers without using
+    the env's tools (ClosedBookPolicy)."""
+    pretraining: str | None = None
+    """``"module:function"`` returning warm-up text for a model built from scratch:
+    ``function(n, seed=..., **env_kwargs) -> list[str]`` (see :mod:`agentenv.train.pretrain`)."""
 
 
 _ENVS: dict[str, EnvInfo] = {}
@@ -60,6 +65,7 @@ def register(
     description: str = "",
     kwargs: dict[str, Any] | None = None,
     expert: str | None = None,
+    pretraining: str | None = None,
     max_episode_steps: int | None = None,
 ) -> None:
     """Register env ``id`` (e.g. ``"search-v0"``) built by ``entry_point`` (``"pkg.mod:Class"``).
@@ -67,7 +73,7 @@ def register(
     ``kwargs`` are the defaults passed to the constructor; :func:`make` arguments override them.
     """
     short = _short_id(id)
-    info = EnvInfo(short, entry_point, description, dict(kwargs or {}), expert)
+    info = EnvInfo(short, entry_point, description, dict(kwargs or {}), expert, pretraining)
     _ENVS[short] = info
     gymnasium.register(
         id=f"{NAMESPACE}/{short}",

@@ -4,7 +4,9 @@ Builds a Qwen2.5-0.5B-shaped model (``--shape qwen0.5b``; random weights, no dow
 tiny model (``--shape tiny``), makes a synthetic rollout batch (``--batch`` sequences of
 ``--length`` tokens, the second half of each loss-masked), and times a forward+backward+AdamW
 step of the PPO-clip loss against the same step without the loss plumbing (plain cross-entropy)
-as the in-process baseline. Prints a table and writes JSON.
+as the in-process baseline, and the rollout phase that would produce such a batch: sampling
+``--length // 2`` new tokens for every sequence with a KV cache (transformers' ``generate``).
+Prints a table and writes JSON.
 
     python benchmarks/bench_train_step.py --shape tiny               # CPU
     python benchmarks/bench_train_step.py --shape qwen0.5b --batch 16 --length 1024   # GPU
@@ -61,6 +63,19 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
+def rollout(model, ids: torch.Tensor, new_tokens: int) -> None:
+    """Sample exactly ``new_tokens`` tokens after the prompts ``ids`` (no stop token)."""
+    with torch.no_grad():
+        model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=True,
+            pad_token_id=0,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=list(SHAPES), default="tiny")
@@ -81,6 +96,8 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     rl_s = timed(lambda: step(model, optimizer, ids, mask, True), device, args.repeats)
     ce_s = timed(lambda: step(model, optimizer, ids, mask, False), device, args.repeats)
+    half = args.length // 2
+    rollout_s = timed(lambda: rollout(model, ids[:, :half], half), device, 1)
     tokens = args.batch * args.length
     result = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -93,14 +110,23 @@ def main() -> None:
         "rl_tokens_per_s": tokens / rl_s,
         "ce_tokens_per_s": tokens / ce_s,
         "rl_over_ce_time": rl_s / ce_s,
+        "rollout_s": rollout_s,
+        "rollout_tokens_per_s": args.batch * half / rollout_s,
+        "rollout_over_update_time": rollout_s / rl_s,
         "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30
         if device.type == "cuda"
         else None,
     }
-    print(f"{'shape':<10}{'device':<24}{'tokens':>8}{'RL step s':>11}{'tok/s':>10}{'RL/CE':>8}")
     print(
-        f"{args.shape:<10}{result['device'][:23]:<24}{tokens:>8}{rl_s:>11.3f}"
-        f"{result['rl_tokens_per_s']:>10.0f}{result['rl_over_ce_time']:>8.2f}"
+        f"{'shape':<10}{'device':<24}{'tokens':>8}{'update s':>10}{'tok/s':>10}{'RL/CE':>7}"
+        f"{'rollout s':>11}{'gen tok/s':>11}{'peak GiB':>10}"
+    )
+    peak = result["peak_memory_gb"]
+    print(
+        f"{args.shape:<10}{result['device'][:23]:<24}{tokens:>8}{rl_s:>10.3f}"
+        f"{result['rl_tokens_per_s']:>10.0f}{result['rl_over_ce_time']:>7.2f}"
+        f"{rollout_s:>11.2f}{result['rollout_tokens_per_s']:>11.0f}"
+        f"{'–' if peak is None else f'{peak:.1f}':>10}"
     )
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

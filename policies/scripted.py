@@ -1,4 +1,5 @@
-"""Scripted policies: an env family's expert solver and its random baseline, as Policies.
+"""Scripted policies: an env family's expert solver, its random baseline and its closed-book
+demonstrator, as Policies.
 
 Each env family may register an expert module (``EnvInfo.expert``) with
 ``solve(task, messages) -> str`` and ``random_action(task, messages, rng) -> str``. These
@@ -147,6 +148,19 @@ class ScriptedPolicy(_ExpertPolicy):
 
     async def _act(self, context: EpisodeContext, row: int, sampling: SamplingParams) -> str:
         return await _call(self._expert(context).solve, context.task, context.messages)
+
+
+class ClosedBookPolicy(_ExpertPolicy):
+    """The env family's ``closed_book(task, messages)`` demonstrator as a Policy: it answers
+    without using the env's tools (see :class:`~agentenv.registry.EnvInfo`)."""
+
+    name = "closed-book"
+
+    async def _act(self, context: EpisodeContext, row: int, sampling: SamplingParams) -> str:
+        expert = self._expert(context)
+        if not hasattr(expert, "closed_book"):
+            raise ValueError(f"{expert.__name__} defines no closed_book(task, messages)")
+        return await _call(expert.closed_book, context.task, context.messages)
 
 
 class RandomPolicy(_ExpertPolicy):

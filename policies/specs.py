@@ -8,6 +8,7 @@
                            its tokenizer is MODEL's when MODEL is local, else pass ``tokenizer=``
 ``expert[:ENV]``           the env family's scripted expert (ScriptedPolicy)
 ``random[:ENV]``           the env family's random baseline (RandomPolicy)
+``closed-book[:ENV]``      the env family's demonstrator that never uses tools (ClosedBookPolicy)
 =========================  ==================================================================
 
 ``ENV`` pins the expert to one env id; without it the expert follows each episode's env.
@@ -27,7 +28,11 @@ SPEC_FORMS = (
     "openai:URL#MODEL (e.g. openai:http://127.0.0.1:8000#my-model)",
     "expert or expert:ENV_ID",
     "random or random:ENV_ID",
+    "closed-book or closed-book:ENV_ID",
 )
+
+
+SCRIPTED = {"expert": "ScriptedPolicy", "random": "RandomPolicy", "closed-book": "ClosedBookPolicy"}
 
 
 class PolicySpecError(ValueError):
@@ -90,11 +95,10 @@ def load_policy(spec: str, **kwargs: Any) -> Policy:
         if kwargs.get("tokenizer") is None:
             kwargs["tokenizer"] = _served_model_tokenizer(spec, model)
         return OpenAIPolicy(url, model, **kwargs)
-    if head in ("expert", "random"):
-        from agentenv.policies.scripted import RandomPolicy, ScriptedPolicy
+    if head in SCRIPTED:
+        from agentenv.policies import scripted
 
-        cls = ScriptedPolicy if head == "expert" else RandomPolicy
-        return cls(rest or None, **kwargs)
+        return getattr(scripted, SCRIPTED[head])(rest or None, **kwargs)
     from agentenv.policies.hf import HFPolicy
 
     path = model_path(spec)

@@ -194,23 +194,51 @@ class LoggingConfig(Section):
     save_trajectories: bool = Field(False, description="write each step's rollouts as JSONL")
 
 
-class SFTConfig(Section):
-    """Supervised warm start on expert trajectories collected through the rollout engine."""
+class PretrainConfig(Section):
+    """Language-model warm-up of a model built from scratch, before SFT (``agentenv.train.pretrain``)."""
 
     enabled: bool = False
-    episodes: int = Field(256, gt=0, description="expert episodes to collect")
+    steps: int = Field(600, gt=0, description="optimizer steps")
+    texts: int = Field(8000, ge=0, description="reading examples asked of each env's hook")
+    batch_sequences: int = Field(32, gt=0, description="sequences per optimizer step")
+    seq_len: int = Field(128, ge=16, description="tokens per packed sequence")
+    lr: float = Field(3e-3, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+    copy_fraction: float = Field(
+        0.2, ge=0, le=1, description="share of each batch that is synthetic copy sequences"
+    )
+    seed: int = Field(0, description="seed of the envs' pretraining worlds and the batches")
+
+
+class SFTConfig(Section):
+    """Supervised warm start on demonstrations collected through the rollout engine."""
+
+    enabled: bool = False
+    episodes: int = Field(256, gt=0, description="demonstration episodes to collect")
+    demonstrators: dict[str, float] = Field(
+        default_factory=lambda: {"expert": 1.0},
+        description="policy specs that play the episodes, with weights (e.g. "
+        "{expert: 0.4, closed-book: 0.6}); each episode is played by one of them",
+    )
     seed_start: int = Field(500_000, description="seeds of the expert episodes (train split)")
     epochs: int = Field(2, gt=0)
     lr: float = Field(1e-3, gt=0)
     batch_sequences: int = Field(16, gt=0, description="sequences per optimizer step")
     warmup_steps: int = Field(0, ge=0)
-    only_successful: bool = Field(True, description="train only on episodes the expert solved")
+    only_successful: bool = Field(True, description="train only on solved episodes")
     context_weight: float = Field(
         0.0,
         ge=0,
         description="weight of the language-modelling loss on prompt and observation tokens "
         "(0: only the expert's actions are targets)",
     )
+
+    @field_validator("demonstrators")
+    @classmethod
+    def _weighted(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value or any(w <= 0 for w in value.values()):
+            raise ValueError("need at least one demonstrator, every weight > 0")
+        return value
 
 
 class TrainConfig(Section):
@@ -231,6 +259,7 @@ class TrainConfig(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
 
     @field_validator("envs")
     @classmethod

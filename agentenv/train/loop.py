@@ -575,17 +575,8 @@ class Run:
 
     @classmethod
     async def open(cls, config: TrainConfig, run_dir: Path, *, resume: bool) -> Run:
-        """Build the run; with ``sft.enabled`` the SFT warm start runs first (once per run)."""
-        from agentenv.train.sft import SFT_DIR, run_sft
-
-        start = model_path(config)
-        if config.sft.enabled:
-            sft_model = run_dir / SFT_DIR / FINAL_MODEL
-            if not (sft_model / "config.json").is_file():
-                seed_everything(config.seed)
-                await run_sft(config, run_dir / SFT_DIR, start)
-            start = sft_model
-        return cls(config, run_dir, start, resume=resume)
+        """Build the run on :func:`warm_start`'s model."""
+        return cls(config, run_dir, await warm_start(config, run_dir), resume=resume)
 
     def _restore(self) -> None:
         folder = ckpt.latest_checkpoint(self.run_dir)
@@ -689,6 +680,29 @@ class Run:
 
     def close(self) -> None:
         self.logger.close()
+
+
+async def warm_start(config: TrainConfig, run_dir: Path, *, sft: bool = True) -> Path:
+    """The model RL starts from: ``model.spec`` (or ``init_from``), then the enabled warm-up
+    stages in order, pretraining (``RUN/pretrain``) and SFT (``RUN/sft``; skipped when ``sft`` is
+    False). Each stage runs once per run folder: a resumed run reuses its saved model."""
+    from agentenv.train.pretrain import PRETRAIN_DIR, run_pretrain
+    from agentenv.train.sft import SFT_DIR, run_sft
+
+    start = model_path(config)
+    if config.pretrain.enabled:
+        done = run_dir / PRETRAIN_DIR / FINAL_MODEL
+        if not (done / "config.json").is_file():
+            seed_everything(config.seed)
+            run_pretrain(config, run_dir / PRETRAIN_DIR, start)
+        start = done
+    if sft and config.sft.enabled:
+        done = run_dir / SFT_DIR / FINAL_MODEL
+        if not (done / "config.json").is_file():
+            seed_everything(config.seed)
+            await run_sft(config, run_dir / SFT_DIR, start)
+        start = done
+    return start
 
 
 def prepare_run(

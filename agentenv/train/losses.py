@@ -225,16 +225,15 @@ def masked_token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`token_logprobs_and_entropy` at the positions of ``mask`` only (0 elsewhere).
 
-    The LM head and the softmax run only on the hidden states that predict a masked token
-    (transformers' boolean ``logits_to_keep``): in agent trajectories most tokens are prompt and
-    observation, so this skips most of the vocabulary projection. Values and gradients at masked
-    positions equal those of the full computation.
+    The LM head and the softmax run only on the hidden states that predict a masked token: in
+    agent trajectories most tokens are prompt and observation, so this skips most of the
+    vocabulary projection. Values and gradients at masked positions equal those of the full
+    computation. Models whose logits are not ``lm_head(last_hidden_state)`` (no
+    ``get_decoder``, or logit soft-capping/scaling in their config) take the full computation.
     """
     target = mask[:, 1:] > 0
     keep = torch.nn.functional.pad(target, (0, 1))
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits
-    if logits.dim() == 3:  # a model that ignores logits_to_keep returns every position
-        logits = logits[keep]
+    logits = _logits_at(model, input_ids, attention_mask, keep)
     logp_all = torch.log_softmax(logits.float(), dim=-1)
     logp = logp_all.gather(-1, input_ids[:, 1:][target].unsqueeze(-1)).squeeze(-1)
     at = torch.nn.functional.pad(target, (1, 0))
@@ -243,6 +242,24 @@ def masked_token_logprobs(
         return logp_full, None
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp_full, entropy.new_zeros(input_ids.shape).masked_scatter(at, entropy)
+
+
+def _logits_at(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    keep: torch.Tensor,
+) -> torch.Tensor:
+    """Logits of the positions ``keep`` (a boolean ``(batch, length)`` mask), shape ``(n, V)``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    config = getattr(base, "config", None)
+    rescaled = any(
+        getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale")
+    )
+    if rescaled or not hasattr(base, "get_decoder") or base.get_output_embeddings() is None:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[keep]
+    hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask)
+    return base.get_output_embeddings()(hidden.last_hidden_state[keep])
 
 
 @dataclass

@@ -1,14 +1,15 @@
-"""Supervised warm start on expert trajectories collected through the rollout engine.
+"""Supervised warm start on demonstrations collected through the rollout engine.
 
-The env's scripted expert plays episodes through the same :class:`~agentenv.rollout.RolloutEngine`
-as RL, tokenized by the trained model's tokenizer, so SFT data has exactly the token layout and
-loss mask of RL rollouts: prompt and observation tokens are context, the expert's action tokens
+Demonstrators (``sft.demonstrators``: policy specs with weights, by default the env's scripted
+expert alone) play episodes through the same :class:`~agentenv.rollout.RolloutEngine` as RL,
+tokenized by the trained model's tokenizer, so SFT data has exactly the token layout and loss
+mask of RL rollouts: prompt and observation tokens are context, the demonstrator's action tokens
 are targets. The loss is the weighted token-mean cross-entropy
 
     L = −Σ_t w_t log π(x_t | x_<t) / Σ_t w_t,    w_t = m_t + λ·(1 − m_t)
 
 over real tokens, with m the loss mask and λ = ``sft.context_weight``: 0 (default) trains on the
-expert's actions only; λ > 0 adds language modelling of prompts and observations, which teaches
+demonstrated actions only; λ > 0 adds language modelling of prompts and observations, which teaches
 a model trained from scratch to read and copy from its context much faster.
 """
 
@@ -30,10 +31,10 @@ from agentenv.train.metrics import MetricsLogger
 from agentenv.trajectory import Trajectory, write_jsonl
 
 SFT_DIR = "sft"
-EXPERT_DATA = "expert.jsonl"
+DEMONSTRATIONS = "demonstrations.jsonl"
 
 
-def expert_requests(config: TrainConfig) -> list[EpisodeRequest]:
+def demonstration_requests(config: TrainConfig) -> list[EpisodeRequest]:
     """``sft.episodes`` training-split episodes, spread over the envs by weight."""
     from agentenv.train.loop import split_counts
 
@@ -46,19 +47,39 @@ def expert_requests(config: TrainConfig) -> list[EpisodeRequest]:
         for i in range(n):
             seed = config.sft.seed_start + i
             requests.append(
-                EpisodeRequest(env.id, seed, env_kwargs=kwargs, traj_id=f"{env.id}/{seed}/expert")
+                EpisodeRequest(env.id, seed, env_kwargs=kwargs, traj_id=f"{env.id}/{seed}/demo")
             )
     return requests
 
 
-async def collect_expert(config: TrainConfig, tokenizer: Any) -> list[Trajectory]:
-    """Expert trajectories tokenized with ``tokenizer`` (errored ones dropped; with
-    ``sft.only_successful`` only solved episodes)."""
-    from agentenv.policies.scripted import ScriptedPolicy
+def assign_demonstrators(
+    requests: list[EpisodeRequest], weights: dict[str, float], seed: int
+) -> dict[str, list[EpisodeRequest]]:
+    """Each request to one demonstrator spec: a seeded shuffle cut by largest-remainder counts."""
+    from agentenv.train.loop import split_counts
+
+    order = np.random.default_rng(seed).permutation(len(requests))
+    counts = split_counts(list(weights.values()), len(requests))
+    cuts = np.cumsum([0, *counts])
+    return {
+        spec: [requests[i] for i in sorted(order[cuts[k] : cuts[k + 1]].tolist())]
+        for k, spec in enumerate(weights)
+    }
+
+
+async def collect_demonstrations(config: TrainConfig, tokenizer: Any) -> list[Trajectory]:
+    """Demonstrations tokenized with ``tokenizer``, each episode played by one of
+    ``sft.demonstrators`` (errored ones dropped; with ``sft.only_successful`` only solved ones)."""
+    from agentenv.policies.specs import load_policy
     from agentenv.train.loop import rollout_config
 
-    engine = RolloutEngine(ScriptedPolicy(tokenizer=tokenizer), rollout_config(config))
-    trajectories = await engine.run(expert_requests(config))
+    plan = assign_demonstrators(
+        demonstration_requests(config), config.sft.demonstrators, config.sft.seed_start
+    )
+    trajectories: list[Trajectory] = []
+    for spec, requests in plan.items():
+        engine = RolloutEngine(load_policy(spec, tokenizer=tokenizer), rollout_config(config))
+        trajectories += await engine.run(requests)
     keep = [t for t in trajectories if t.trainable]
     if config.sft.only_successful:
         keep = [t for t in keep if t.success]
@@ -82,7 +103,7 @@ def cross_entropy(
 
 
 async def run_sft(config: TrainConfig, out_dir: Path, start: Path) -> Path:
-    """Collect expert data, fine-tune the model at ``start`` on it, save to ``out_dir/model``."""
+    """Collect demonstrations, fine-tune the model at ``start`` on them, save to ``out_dir/model``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from agentenv.train.loop import FINAL_MODEL, build_optimizer, resolve_device, resolve_dtype
@@ -94,10 +115,10 @@ async def run_sft(config: TrainConfig, out_dir: Path, start: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(start)
     model = AutoModelForCausalLM.from_pretrained(start, dtype=dtype).to(device)
     t0 = time.perf_counter()
-    data = await collect_expert(config, tokenizer)
+    data = await collect_demonstrations(config, tokenizer)
     if not data:
-        raise RuntimeError("sft: the expert produced no usable episode")
-    write_jsonl(data, out_dir / EXPERT_DATA)
+        raise RuntimeError("sft: the demonstrators produced no usable episode")
+    write_jsonl(data, out_dir / DEMONSTRATIONS)
     collect_s = time.perf_counter() - t0
     batch = build_batch(
         data, np.zeros(sum(len(t.turns) for t in data)), pad_id=int(tokenizer.pad_token_id or 0)
@@ -175,13 +196,15 @@ async def run_sft(config: TrainConfig, out_dir: Path, start: Path) -> Path:
 def sft(
     config: str | Path | dict | TrainConfig | None = None, overrides: list[str] | None = None
 ) -> Path:
-    """``agentenv sft``: SFT the configured model on expert data; the run folder holds ``model/``."""
+    """``agentenv sft``: SFT the configured model (after pretraining, when enabled) on
+    demonstrations; the run folder holds ``model/``."""
     import asyncio
 
-    from agentenv.train.loop import model_path, prepare_run, quiet_transformers, seed_everything
+    from agentenv.train.loop import prepare_run, quiet_transformers, seed_everything, warm_start
 
     cfg, run_dir = prepare_run(config, overrides)
     quiet_transformers()
+    start = asyncio.run(warm_start(cfg, run_dir, sft=False))
     seed_everything(cfg.seed)
-    asyncio.run(run_sft(cfg, run_dir, model_path(cfg)))
+    asyncio.run(run_sft(cfg, run_dir, start))
     return run_dir

@@ -8,6 +8,7 @@ register(
     "agentenv.envs.search.env:SearchEnv",
     description="Multi-hop QA over a BM25 retriever (Search-R1 protocol)",
     expert="agentenv.envs.search.expert",
+    pretraining="agentenv.envs.search.pretraining:pretraining_texts",
 )
 register_service(
     "search",

@@ -75,6 +75,20 @@ def _thinks(messages: list[dict[str, str]]) -> bool:
     return system is None or THINK_INSTRUCTION in system
 
 
+def search_action(query: str) -> str:
+    """``<search> query </search>``. The spaces inside the tags give the query's first word the
+    same byte-level BPE token it has mid-sentence in the question (`` Name``, not ``Name``), so
+    copying a name from the question is an identity map on tokens, which a small model learns
+    quickly; the env strips them."""
+    return f"<search> {query} </search>"
+
+
+def answer_action(answer: str) -> str:
+    """``<answer> answer </answer>``, spaced like :func:`search_action` so the answer's tokens
+    match the document text it is copied from."""
+    return f"<answer> {answer} </answer>"
+
+
 def solve(task: Task, messages: list[dict[str, str]]) -> str:
     """The expert's next action for ``task`` given the chat so far."""
     if not task.chain:
@@ -86,24 +100,32 @@ def solve(task: Task, messages: list[dict[str, str]]) -> str:
         value = lookup(docs, entity, relation)
         if value is None:
             if _must_answer(messages):
-                return f"<answer>{entity}</answer>"
+                return answer_action(entity)
             candidates = _queries(entity, relation)
             asked = set(_searches(messages))
             query = next((q for q in candidates if q not in asked), candidates[0])
-            search = f"<search>{query}</search>"
+            search = search_action(query)
             if not _thinks(messages):
                 return search
             return f"<think>I need the {relation.noun} of {entity}.</think>\n{search}"
         entity = value
-    return f"<answer>{entity}</answer>"
+    return answer_action(entity)
 
 
 def _solve_public(task: Task, messages: list[dict[str, str]]) -> str:
     """Without a relation chain: search the question once, then answer the top title."""
     docs = documents(messages)
     if not docs and not _must_answer(messages):
-        return f"<search>{task.question}</search>"
-    return f"<answer>{docs[0][0] if docs else ''}</answer>"
+        return search_action(task.question)
+    return answer_action(docs[0][0] if docs else "")
+
+
+def closed_book(task: Task, messages: list[dict[str, str]]) -> str:
+    """A demonstrator that answers at once from memory, without searching. It has no memory of
+    a generated world, so it names the question's entity: always wrong, as an untrained model's
+    guess is. Mixed into SFT data (``sft.demonstrators``) it stands for the habit RL must break:
+    answering without using the tool."""
+    return answer_action(task.start)
 
 
 def random_action(task: Task, messages: list[dict[str, str]], rng: np.random.Generator) -> str:

@@ -39,9 +39,7 @@ def test_training_steps_run_on_cuda(tmp_path):
         "name": "gpu",
         "output_dir": str(tmp_path),
         "total_steps": 2,
-        "device": "cuda",
-        "dtype": "bfloat16",
-        "model": {"spec": "tiny"},
+        "model": {"spec": "tiny", "device": "cuda", "dtype": "bfloat16"},
         "envs": [
             {"id": "search-v0", "kwargs": {"num_entities": 30, "max_hops": 1, "max_turns": 2}}
         ],

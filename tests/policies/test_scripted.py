@@ -10,7 +10,12 @@ import agentenv
 from agentenv.policies import EpisodeContext, SamplingParams
 from agentenv.policies.hf import HFPolicy
 from agentenv.policies.openai import OpenAIPolicy
-from agentenv.policies.scripted import RandomPolicy, ScriptedPolicy, expert_module
+from agentenv.policies.scripted import (
+    ClosedBookPolicy,
+    RandomPolicy,
+    ScriptedPolicy,
+    expert_module,
+)
 from agentenv.policies.specs import PolicySpecError, load_policy
 
 ENV = "search-v0"
@@ -97,6 +102,7 @@ def test_unknown_expert_source():
 def test_specs(tiny_path, tokenizer):
     assert isinstance(load_policy("expert", tokenizer=tokenizer), ScriptedPolicy)
     assert isinstance(load_policy(f"random:{ENV}", tokenizer=tokenizer), RandomPolicy)
+    assert isinstance(load_policy("closed-book", tokenizer=tokenizer), ClosedBookPolicy)
     policy = load_policy(str(tiny_path), device="cpu")
     assert isinstance(policy, HFPolicy) and policy.name == "tiny"
     remote = load_policy("openai:http://127.0.0.1:1#served-model", tokenizer=tokenizer)

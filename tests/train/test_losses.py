@@ -190,8 +190,10 @@ def test_logprobs_match_log_softmax():
     assert ent[0, 1].item() == pytest.approx(-(p * p.log()).sum().item(), abs=1e-5)
 
 
-def test_masked_logprobs_match_the_full_computation():
-    """LM head on masked positions only: same values and gradients there, zeros elsewhere."""
+@pytest.mark.parametrize("lora", [False, True])
+def test_masked_logprobs_match_the_full_computation(lora):
+    """LM head on masked positions only: same values and gradients there, zeros elsewhere
+    (also through a peft LoRA wrapper, whose adapters must stay in the path)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -204,6 +206,11 @@ def test_masked_logprobs_match_the_full_computation():
         num_key_value_heads=1,
     )
     model = LlamaForCausalLM(config)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora_config = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        model = get_peft_model(model, lora_config)
     ids = torch.randint(0, 50, (3, 12))
     attention = torch.ones_like(ids)
     attention[2, 9:] = 0
@@ -215,7 +222,7 @@ def test_masked_logprobs_match_the_full_computation():
     def grads(loss):
         model.zero_grad()
         loss.backward()
-        return [p.grad.clone() for p in model.parameters()]
+        return [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
     logp, ent = masked_token_logprobs(model, ids, attention, mask)
     g_masked = grads(((logp + ent) * mask).sum())

@@ -1,4 +1,4 @@
-"""The trainer on the tiny model and search-v0: updates, LoRA, SFT, resume after kill -9."""
+"""The trainer on the tiny model and search-v0: updates, LoRA, warm-up, SFT, resume after kill -9."""
 
 import asyncio
 import json
@@ -23,9 +23,11 @@ from agentenv.train.loop import (
     rollout_config,
     train,
     update,
+    warm_start,
 )
 from agentenv.train.losses import ppo_clip_loss, token_logprobs_and_entropy
 from agentenv.train.metrics import read_metrics
+from agentenv.train.pretrain import copy_sequences, pretraining_texts, text_windows
 from agentenv.train.sft import sft
 
 ENV_KWARGS = {"num_entities": 30, "max_hops": 1, "max_turns": 2}
@@ -130,7 +132,9 @@ def test_sft_learns_expert_actions(tmp_path):
     assert len(rows) >= 4
     assert rows[-1]["loss"] < rows[0]["loss"] - 0.3
     assert (run_dir / "model" / "config.json").is_file()
-    data = [json.loads(line) for line in (run_dir / "expert.jsonl").read_text().splitlines()]
+    data = [
+        json.loads(line) for line in (run_dir / "demonstrations.jsonl").read_text().splitlines()
+    ]
     assert data and all(d["success"] for d in data)
     # Expert actions are the only targets: observation tokens keep loss mask 0.
     first = data[0]
@@ -160,13 +164,13 @@ def test_sft_context_weight_adds_observation_targets(tmp_path):
 def _expert_trajectory(tmp_path):
     from transformers import AutoTokenizer
 
-    from agentenv.train.sft import collect_expert
+    from agentenv.train.sft import collect_demonstrations
 
     cfg = load_config(
         small_config(tmp_path, sft={"episodes": 4}, rollout={"max_tokens_per_turn": 64})
     )
     tokenizer = AutoTokenizer.from_pretrained(model_path(cfg))
-    trajectory = asyncio.run(collect_expert(cfg, tokenizer))[0]
+    trajectory = asyncio.run(collect_demonstrations(cfg, tokenizer))[0]
     assert len(trajectory.turns) == 2
     return trajectory
 
@@ -309,3 +313,100 @@ def test_eval_rows_and_dynamic_sampling_stats(tmp_path):
     # An untrained model fails every task: no group varies, so a refill round is played.
     assert row["groups_played"] == 4 and row["groups_dropped"] == 4
     assert asyncio.iscoroutinefunction(train) is False
+
+
+def test_demonstrators_split_the_episodes_by_weight(tmp_path):
+    from agentenv.train.sft import assign_demonstrators, demonstration_requests
+
+    cfg = load_config(small_config(tmp_path, sft={"episodes": 10}))
+    requests = demonstration_requests(cfg)
+    plan = assign_demonstrators(requests, {"expert": 0.4, "closed-book": 0.6}, seed=3)
+    assert [len(v) for v in plan.values()] == [4, 6]
+    seeds = sorted(r.seed for group in plan.values() for r in group)
+    assert seeds == sorted(r.seed for r in requests)
+    assert plan == assign_demonstrators(requests, {"expert": 0.4, "closed-book": 0.6}, seed=3)
+
+
+def test_sft_on_a_mix_of_demonstrators_keeps_each_ones_episodes(tmp_path):
+    cfg = small_config(
+        tmp_path,
+        sft={"episodes": 8, "epochs": 1, "only_successful": False,
+             "demonstrators": {"expert": 0.5, "closed-book": 0.5}},
+        rollout={"max_tokens_per_turn": 64},
+    )  # fmt: skip
+    run_dir = sft(cfg)
+    data = [
+        json.loads(line) for line in (run_dir / "demonstrations.jsonl").read_text().splitlines()
+    ]
+    first_actions = [d["turns"][0]["action"] for d in data]
+    assert sum(a.startswith("<answer>") for a in first_actions) == 4
+    assert sum("<search>" in a for a in first_actions) == 4
+
+
+def test_bad_demonstrator_weights_are_refused():
+    with pytest.raises(ConfigError, match="sft.demonstrators"):
+        load_config({"sft": {"demonstrators": {"expert": 0}}})
+
+
+# --- reading warm-up (agentenv.train.pretrain) ---
+def test_copy_sequences_repeat_their_first_half_and_score_only_the_repeat():
+    vocabulary = torch.arange(10, 60)
+    ids, labels = copy_sequences(4, 16, vocabulary, torch.Generator().manual_seed(0))
+    assert ids.shape == labels.shape == (4, 16)
+    assert torch.equal(ids[:, :8], ids[:, 8:])
+    assert torch.all((ids >= 10) & (ids < 60))
+    assert torch.all(labels[:, :9] == -100) and torch.equal(labels[:, 9:], ids[:, 9:])
+
+
+def test_text_windows_are_contiguous_slices_of_the_stream():
+    stream = torch.arange(100)
+    windows = text_windows(stream, 5, 12, torch.Generator().manual_seed(1))
+    assert windows.shape == (5, 12)
+    assert torch.all(windows[:, 1:] - windows[:, :-1] == 1)
+    with pytest.raises(ValueError, match="fewer than seq_len"):
+        text_windows(stream[:10], 1, 12, torch.Generator())
+
+
+def test_search_pretraining_text_comes_from_other_worlds(tmp_path):
+    from agentenv.envs.search.tasks import WorldConfig, build_world
+
+    cfg = load_config(small_config(tmp_path, pretrain={"enabled": True, "texts": 50}))
+    texts = pretraining_texts(cfg)
+    assert texts == pretraining_texts(cfg)  # deterministic
+    reading = [t for t in texts if "\nQuestion: " in t]
+    assert len(reading) == 50 and all(t.endswith(" </answer>") for t in reading)
+    played = set(build_world(WorldConfig(0, 30)).names)
+    assert not any(name in text for text in texts for name in played)
+
+
+def test_a_config_whose_envs_have_no_pretraining_text_is_refused(tmp_path, monkeypatch):
+    import dataclasses
+
+    from agentenv import registry
+
+    info = registry.env_info("search-v0")
+    monkeypatch.setitem(registry._ENVS, info.id, dataclasses.replace(info, pretraining=None))
+    cfg = load_config(small_config(tmp_path, pretrain={"enabled": True}))
+    with pytest.raises(ConfigError, match="provides pretraining text"):
+        pretraining_texts(cfg)
+
+
+async def test_warm_start_pretrains_then_fine_tunes_from_the_pretrained_model(tmp_path):
+    cfg = load_config(
+        small_config(
+            tmp_path,
+            pretrain={"enabled": True, "steps": 25, "texts": 40, "batch_sequences": 8,
+                      "seq_len": 48, "copy_fraction": 0.5, "warmup_steps": 2},
+            sft={"enabled": True, "episodes": 4, "epochs": 1},
+            rollout={"max_tokens_per_turn": 64},
+        )
+    )  # fmt: skip
+    run_dir = tmp_path / "run"
+    start = await warm_start(cfg, run_dir)
+    assert start == run_dir / "sft" / "model"
+    losses = [r["loss"] for r in read_metrics(run_dir / "pretrain", "pretrain")]
+    assert len(losses) == 25 and losses[-1] < losses[0] - 0.5
+    pretrained = run_dir / "pretrain" / "model"
+    mtime = (pretrained / "model.safetensors").stat().st_mtime
+    assert await warm_start(cfg, run_dir) == start  # a resumed run reuses both stages
+    assert (pretrained / "model.safetensors").stat().st_mtime == mtime

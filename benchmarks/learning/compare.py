@@ -7,13 +7,21 @@ prints the table (final held-out success mean ± std, steps to reach ``--thresho
 
     python benchmarks/learning/compare.py --out runs/compare            # small CPU setting
     python benchmarks/learning/compare.py --steps 2 --seeds 1 --eval-tasks 8 --sft-episodes 32
+    python benchmarks/learning/compare.py --init-from RUN/sft/model --jobs 8   # many cores
+
+``--init-from`` starts every run from a given warm-started model instead of running the config's
+pretraining and SFT first; ``--jobs`` runs that many trainings at once, in separate processes
+that share the machine's cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +37,7 @@ METHODS: dict[str, list[str]] = {
     "igpo": [
         "algorithm.estimator=igpo",
         "algorithm.info_gain.enabled=true",
-        "algorithm.info_gain.options={bridge: '<answer>', suffix: '</answer>'}",
+        "algorithm.info_gain.options={bridge: '<answer> ', suffix: ' </answer>'}",
     ],
     "gigpo": ["algorithm.estimator=gigpo"],
     # G-RA: per-turn format validity is a step reward that counts only when the answer is right.
@@ -57,6 +65,16 @@ def base_overrides(args: argparse.Namespace, out: Path) -> list[str]:
     ]
 
 
+def run_one(config: str, overrides: list[str], threads: int) -> dict:
+    """One training run in this process with ``threads`` torch threads; its eval rows."""
+    import torch
+
+    torch.set_num_threads(threads)
+    transformers.utils.logging.disable_progress_bar()
+    run_dir = train(load_config(config, overrides))
+    return {"run_dir": str(run_dir), "eval": read_metrics(run_dir, "eval")}
+
+
 def steps_to(rows: list[dict], threshold: float) -> int | None:
     return next((r["step"] for r in rows if r["success"] >= threshold), None)
 
@@ -73,6 +91,8 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--tasks-per-step", type=int, default=8)
     parser.add_argument("--sft-episodes", type=int, default=None)
+    parser.add_argument("--init-from", default=None, help="warm-started model to train from")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings run at once")
     parser.add_argument(
         "--threshold",
         type=float,
@@ -84,26 +104,32 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    sft_overrides = [f"output_dir={out}", "name=sft", "logging.live=false"]
-    if args.sft_episodes:
-        sft_overrides.append(f"sft.episodes={args.sft_episodes}")
     t0 = time.perf_counter()
-    sft_run = sft(args.config, sft_overrides)
-    results: dict[str, list[dict]] = {}
-    for method in args.methods:
-        for seed in range(args.seeds):
-            overrides = [
-                *base_overrides(args, out),
-                f"seed={seed}",
-                f"name={method.replace('+', '_')}-s{seed}",
-                f"model.init_from={sft_run}",
-                "algorithm.options={}",
-                *METHODS[method],
-            ]
-            run_dir = train(load_config(args.config, overrides))
-            results.setdefault(method, []).append(
-                {"seed": seed, "run_dir": str(run_dir), "eval": read_metrics(run_dir, "eval")}
-            )
+    start_model = args.init_from
+    if start_model is None:
+        sft_overrides = [f"output_dir={out}", "name=sft", "logging.live=false"]
+        if args.sft_episodes:
+            sft_overrides.append(f"sft.episodes={args.sft_episodes}")
+        start_model = str(sft(args.config, sft_overrides))
+    plan = [
+        (method, seed, [
+            *base_overrides(args, out),
+            f"seed={seed}",
+            f"name={method.replace('+', '_')}-s{seed}",
+            f"model.init_from={start_model}",
+            "algorithm.options={}",
+            *METHODS[method],
+        ])
+        for method in args.methods
+        for seed in range(args.seeds)
+    ]  # fmt: skip
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        futures = [pool.submit(run_one, args.config, o, threads) for _, _, o in plan]
+        results: dict[str, list[dict]] = {}
+        for (method, seed, _), future in zip(plan, futures, strict=True):
+            results.setdefault(method, []).append({"seed": seed, **future.result()})
 
     start = float(np.mean([r["eval"][0]["success"] for runs in results.values() for r in runs]))
     threshold = args.threshold if args.threshold is not None else start + 0.05

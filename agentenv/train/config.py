@@ -98,7 +98,9 @@ class GatingConfig(Section):
     enabled: bool = False
     threshold: float = Field(0.0, description="δ: step rewards count only when outcome ≥ δ")
     step_components: list[str] | None = Field(
-        None, description="reward components that are step rewards (null: the estimator's default)"
+        None,
+        description="reward components that are step rewards, counted with their "
+        "process_rewards weight (null: the whole reward of every non-final turn)",
     )
 
 

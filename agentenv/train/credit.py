@@ -67,14 +67,19 @@ def add_process_rewards(table: TurnTable, weights: dict[str, float]) -> TurnTabl
 
 
 def gate_rewards(
-    table: TurnTable, threshold: float, step_components: list[str] | None
+    table: TurnTable,
+    threshold: float,
+    step_components: list[str] | None,
+    weights: dict[str, float] | None = None,
 ) -> TurnTable:
     """G-RA: split each turn's reward into step rewards and the outcome, then gate.
 
-    Step rewards are the named components (default: every component on non-final turns, i.e.
-    the whole reward of a non-final turn); the outcome o is what remains of the trajectory's
-    return once step rewards are taken out.
+    Step rewards are the named components, each times the weight it entered the reward with
+    (``weights``: the ``process_rewards`` weights; 1 for a component of the env's own reward),
+    or by default the whole reward of every non-final turn; the outcome o is what remains of the
+    trajectory's return once step rewards are taken out.
     """
+    weights = weights or {}
     if step_components is None:
         step = np.where(_last_turn(table), 0.0, table.reward)
     else:
@@ -85,7 +90,11 @@ def gate_rewards(
                 f"algorithm.gating.step_components: no reward component {missing} (have: {known})"
             )
         step = sum(
-            (table.components[c] for c in step_components if c in table.components),
+            (
+                weights.get(c, 1.0) * table.components[c]
+                for c in step_components
+                if c in table.components
+            ),
             np.zeros_like(table.reward),
         )
     n_traj = table.outcome.shape[0]
@@ -122,7 +131,10 @@ async def compute_credit(
         if finite.size:
             metrics["info_gain_mean"] = float(finite.mean())
     if algorithm.gating.enabled:
-        table = gate_rewards(table, algorithm.gating.threshold, algorithm.gating.step_components)
+        gating = algorithm.gating
+        table = gate_rewards(
+            table, gating.threshold, gating.step_components, algorithm.process_rewards
+        )
         metrics["gated_return"] = float(table.outcome.mean()) if table.outcome.size else 0.0
     try:
         advantages, clip = compute_advantages_with_clip(

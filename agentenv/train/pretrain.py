@@ -131,7 +131,12 @@ def run_pretrain(config: TrainConfig, out_dir: Path, start: Path) -> Path:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             logger.log(
-                {"kind": "pretrain", "step": step, "loss": float(loss), "grad_norm": float(grad)}
+                {
+                    "kind": "pretrain",
+                    "step": step,
+                    "loss": loss.detach().item(),
+                    "grad_norm": float(grad),
+                }
             )
     finally:
         logger.close()

@@ -60,6 +60,7 @@ def base_overrides(args: argparse.Namespace, out: Path) -> list[str]:
         f"rollout.group_size={args.group_size}",
         f"rollout.tasks_per_step={args.tasks_per_step}",
         f"checkpoint.every={args.steps}",
+        "pretrain.enabled=false",
         "sft.enabled=false",
         "logging.live=false",
     ]

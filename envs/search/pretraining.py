@@ -6,8 +6,8 @@ from a question into a query or a value from a document into an answer. Before S
 
 - every document of a few *other* generated worlds, in the observation format
   (``Doc 1(Title: t) text``), and
-- reading examples: a one-hop question, the document that answers it, and the answer in the
-  protocol's tags, ``Doc 1(Title: t) text\\nQuestion: …\\n<answer> value </answer>``.
+- reading examples: the document that answers a one-hop question, the question, and the answer
+  in the protocol's tags, ``Doc 1(Title: t) text\\nWhat is …?\\n<answer> value </answer>``.
 
 The worlds have seeds :data:`PRETRAINING_WORLD_SEED` + k, so no name or fact of a world an env
 plays (seed 0 unless configured) is in this text: held-out questions stay held out.
@@ -25,11 +25,12 @@ PRETRAINING_WORLD_SEED = 1_000_000
 def pretraining_texts(
     n: int, *, seed: int = 0, num_entities: int = WorldConfig.num_entities, **_: Any
 ) -> list[str]:
-    """All documents of the worlds needed, plus ``n`` reading examples spread over them.
+    """All documents of the worlds needed (8,000 reading examples each), plus ``n`` reading
+    examples spread over them.
 
     Deterministic in ``seed``. Extra keyword arguments (the env's other kwargs) are ignored.
     """
-    per_world = 4_000
+    per_world = 8_000
     texts: list[str] = []
     for w in range(max(1, -(-n // per_world))):
         world = build_world(WorldConfig(PRETRAINING_WORLD_SEED + seed * 1_000 + w, num_entities))
@@ -39,7 +40,7 @@ def pretraining_texts(
             task = world.task("train", 1, k)
             doc = by_id[task.gold_doc_ids[0]]
             texts.append(
-                f"{_observed(doc.contents)}\nQuestion: {task.question}\n"
+                f"{_observed(doc.contents)}\n{task.question}\n"
                 f"<answer> {task.golden_answers[0]} </answer>"
             )
     return texts

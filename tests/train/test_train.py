@@ -373,7 +373,7 @@ def test_search_pretraining_text_comes_from_other_worlds(tmp_path):
     cfg = load_config(small_config(tmp_path, pretrain={"enabled": True, "texts": 50}))
     texts = pretraining_texts(cfg)
     assert texts == pretraining_texts(cfg)  # deterministic
-    reading = [t for t in texts if "\nQuestion: " in t]
+    reading = [t for t in texts if "\n<answer> " in t]
     assert len(reading) == 50 and all(t.endswith(" </answer>") for t in reading)
     played = set(build_world(WorldConfig(0, 30)).names)
     assert not any(name in text for text in texts for name in played)

@@ -2,8 +2,8 @@
 
 A model trained from random weights cannot read its context: SFT on a few thousand agent
 episodes teaches it the protocol but not to copy a name from the question into its query or a
-value from a document into its answer (measured in ``docs/training.md``). This stage trains it on
-text that needs exactly that, with the plain next-token loss
+value from a document into its answer (measured in ``docs/training.md``, "Status"). This stage
+trains it on text that needs exactly that, with the plain next-token loss
 
     L = −(1/N) Σ_t log π(x_t | x_<t)
 

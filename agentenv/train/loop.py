@@ -411,6 +411,21 @@ class UpdateStats:
         }
 
 
+def optimizer_step(
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    grad_clip: float | None,
+) -> float:
+    """Clip the gradient norm to ``grad_clip`` (None: no clipping), step the optimizer and
+    the schedule, zero the gradients; return the norm before clipping."""
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf"))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
 def update(learner: Learner, batch: TokenBatch, config: TrainConfig) -> dict[str, float]:
     """Several epochs of clipped-surrogate optimisation over one rollout batch."""
     optim, loss_cfg = config.optim, config.loss
@@ -465,13 +480,10 @@ def update(learner: Learner, batch: TokenBatch, config: TrainConfig) -> dict[str
                 )
                 terms.loss.backward()
                 stats.add_micro(terms, mb.num_loss_tokens)
-            clip = optim.grad_clip if optim.grad_clip is not None else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-            stats.grad_norm += float(grad_norm)
             with learner.exclusive():
-                learner.optimizer.step()
-                learner.scheduler.step()
-                learner.optimizer.zero_grad(set_to_none=True)
+                stats.grad_norm += optimizer_step(
+                    params, learner.optimizer, learner.scheduler, optim.grad_clip
+                )
             stats.optimizer_steps += 1
     model.eval()
     return stats.finish()

@@ -87,7 +87,13 @@ def run_pretrain(config: TrainConfig, out_dir: Path, start: Path) -> Path:
     ``out_dir/model`` and return that folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agentenv.train.loop import FINAL_MODEL, build_optimizer, resolve_device, resolve_dtype
+    from agentenv.train.loop import (
+        FINAL_MODEL,
+        build_optimizer,
+        optimizer_step,
+        resolve_device,
+        resolve_dtype,
+    )
 
     pre = config.pretrain
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,8 +108,9 @@ def run_pretrain(config: TrainConfig, out_dir: Path, start: Path) -> Path:
     special = set(tokenizer.all_special_ids)
     vocabulary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
     n_copy = round(pre.batch_sequences * pre.copy_fraction)
+    params = list(model.parameters())
     optimizer, scheduler = build_optimizer(
-        list(model.parameters()),
+        params,
         pre.lr,
         config.optim.betas,
         config.optim.eps,
@@ -124,18 +131,13 @@ def run_pretrain(config: TrainConfig, out_dir: Path, start: Path) -> Path:
                 ids, labels = torch.cat([ids, copy_ids]), torch.cat([labels, copy_labels])
             loss = model(input_ids=ids.to(device), labels=labels.to(device)).loss
             loss.backward()
-            grad = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), config.optim.grad_clip or float("inf")
-            )
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad = optimizer_step(params, optimizer, scheduler, config.optim.grad_clip)
             logger.log(
                 {
                     "kind": "pretrain",
                     "step": step,
                     "loss": loss.detach().item(),
-                    "grad_norm": float(grad),
+                    "grad_norm": grad,
                 }
             )
     finally:

@@ -106,7 +106,13 @@ async def run_sft(config: TrainConfig, out_dir: Path, start: Path) -> Path:
     """Collect demonstrations, fine-tune the model at ``start`` on them, save to ``out_dir/model``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agentenv.train.loop import FINAL_MODEL, build_optimizer, resolve_device, resolve_dtype
+    from agentenv.train.loop import (
+        FINAL_MODEL,
+        build_optimizer,
+        optimizer_step,
+        resolve_device,
+        resolve_dtype,
+    )
 
     sft = config.sft
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -125,8 +131,9 @@ async def run_sft(config: TrainConfig, out_dir: Path, start: Path) -> Path:
     )
     steps_per_epoch = max(1, -(-batch.size // sft.batch_sequences))
     total = steps_per_epoch * sft.epochs
+    params = list(model.parameters())
     optimizer, scheduler = build_optimizer(
-        list(model.parameters()),
+        params,
         sft.lr,
         config.optim.betas,
         config.optim.eps,
@@ -157,19 +164,14 @@ async def run_sft(config: TrainConfig, out_dir: Path, start: Path) -> Path:
                     )
                     loss.backward()
                     loss_value += float(loss.detach())
-                grad = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), config.optim.grad_clip or float("inf")
-                )
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                grad = optimizer_step(params, optimizer, scheduler, config.optim.grad_clip)
                 step += 1
                 logger.log(
                     {
                         "kind": "sft",
                         "step": step,
                         "loss": loss_value,
-                        "grad_norm": float(grad),
+                        "grad_norm": grad,
                         "lr": scheduler.get_last_lr()[0],
                         "trained_tokens": int(sub.loss_mask.sum()),
                     }

@@ -95,6 +95,23 @@ def model_path(config: TrainConfig) -> Path:
     return path
 
 
+def load_trainable(config: TrainConfig, start: Path) -> tuple[Any, Any, torch.device]:
+    """The model at ``start`` (on ``model.device`` in ``model.dtype``), its tokenizer, the device."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(config.model.device)
+    dtype = resolve_dtype(config.model.dtype, device)
+    model = AutoModelForCausalLM.from_pretrained(start, dtype=dtype).to(device)
+    return model, AutoTokenizer.from_pretrained(start), device
+
+
+def save_model(model: Any, tokenizer: Any, folder: Path) -> Path:
+    """``model`` and ``tokenizer`` as one plain model folder; returns ``folder``."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def make_run_dir(config: TrainConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(config.output_dir) / f"{config.name}-{stamp}"
@@ -687,8 +704,7 @@ class Run:
         model = self.learner.model
         if hasattr(model, "merge_and_unload"):
             model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(out)
-        self.learner.tokenizer.save_pretrained(out)
+        save_model(model, self.learner.tokenizer, out)
 
     def close(self) -> None:
         self.logger.close()

@@ -85,23 +85,17 @@ def copy_sequences(
 def run_pretrain(config: TrainConfig, out_dir: Path, start: Path) -> Path:
     """Warm the model at ``start`` up on the envs' text and copy sequences; save to
     ``out_dir/model`` and return that folder."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from agentenv.train.loop import (
         FINAL_MODEL,
         build_optimizer,
+        load_trainable,
         optimizer_step,
-        resolve_device,
-        resolve_dtype,
+        save_model,
     )
 
     pre = config.pretrain
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.model.device)
-    tokenizer = AutoTokenizer.from_pretrained(start)
-    model = AutoModelForCausalLM.from_pretrained(
-        start, dtype=resolve_dtype(config.model.dtype, device)
-    ).to(device)
+    model, tokenizer, device = load_trainable(config, start)
     generator = torch.Generator().manual_seed(pre.seed)
     t0 = time.perf_counter()
     stream = token_stream(pretraining_texts(config), tokenizer, generator)
@@ -143,8 +137,7 @@ def run_pretrain(config: TrainConfig, out_dir: Path, start: Path) -> Path:
     finally:
         logger.close()
     model.eval()
-    model.save_pretrained(out_dir / FINAL_MODEL)
-    tokenizer.save_pretrained(out_dir / FINAL_MODEL)
+    save_model(model, tokenizer, out_dir / FINAL_MODEL)
     summary = {"tokens": len(stream), "steps": pre.steps, "seconds": time.perf_counter() - t0}
     (out_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
     return out_dir / FINAL_MODEL

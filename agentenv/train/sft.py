@@ -104,22 +104,17 @@ def cross_entropy(
 
 async def run_sft(config: TrainConfig, out_dir: Path, start: Path) -> Path:
     """Collect demonstrations, fine-tune the model at ``start`` on them, save to ``out_dir/model``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from agentenv.train.loop import (
         FINAL_MODEL,
         build_optimizer,
+        load_trainable,
         optimizer_step,
-        resolve_device,
-        resolve_dtype,
+        save_model,
     )
 
     sft = config.sft
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.model.device)
-    dtype = resolve_dtype(config.model.dtype, device)
-    tokenizer = AutoTokenizer.from_pretrained(start)
-    model = AutoModelForCausalLM.from_pretrained(start, dtype=dtype).to(device)
+    model, tokenizer, device = load_trainable(config, start)
     t0 = time.perf_counter()
     data = await collect_demonstrations(config, tokenizer)
     if not data:
@@ -179,8 +174,7 @@ async def run_sft(config: TrainConfig, out_dir: Path, start: Path) -> Path:
     finally:
         logger.close()
     model.eval()
-    model.save_pretrained(out_dir / FINAL_MODEL)
-    tokenizer.save_pretrained(out_dir / FINAL_MODEL)
+    save_model(model, tokenizer, out_dir / FINAL_MODEL)
     (out_dir / "sft_summary.json").write_text(
         json.dumps(
             {

@@ -14,7 +14,14 @@ Endpoints (request and response bodies follow the OpenAI API, with vLLM's extens
   weights, or restore the base weights. Unlike vLLM, which serves several adapters side by side,
   one adapter is active at a time and every request uses it, under either model name.
 
-Requests from many clients are coalesced into shared batches by the policy.
+Requests from many clients are coalesced into shared batches by the policy. Every request is
+validated before it reaches the batcher (field bounds, then
+:func:`~agentenv.policies.hf.check_sampling`, prompt token ids and lengths, and the caps below),
+so a bad request gets its own HTTP 400 naming the field and never fails the requests batched
+with it. Caps (:func:`create_app` knobs): ``max_body_bytes`` (:data:`MAX_BODY_BYTES`, HTTP 413
+before parsing), ``max_rows`` (prompts x ``n``, :data:`MAX_ROWS`); a prompt is at most the
+model's ``max_position_embeddings`` tokens (fewer to generate, that many to echo-score), and
+``stop`` holds at most :data:`MAX_STOPS` strings of :data:`MAX_STOP_CHARS` characters.
 """
 
 from __future__ import annotations
@@ -24,15 +31,29 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentenv.limits import BodyLimit
 from agentenv.policies.base import Completion, SamplingParams
-from agentenv.policies.hf import HFPolicy
+from agentenv.policies.hf import HFPolicy, check_sampling
+
+MAX_BODY_BYTES = 64 * 2**20
+"""Largest request body (bytes); a larger one gets HTTP 413 before it is parsed."""
+MAX_ROWS = 1024
+"""Most completions (prompts x ``n``) one request may ask for."""
+MAX_TOP_K = 2**31 - 1
+MAX_LOGPROBS = 20
+"""Largest ``logprobs`` / ``top_logprobs`` (vLLM's default ``max_logprobs``)."""
+MAX_STOPS = 64
+MAX_STOP_CHARS = 1024
+
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+_Stop = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
 
 
 class APIError(Exception):
@@ -50,19 +71,20 @@ class _SamplingRequest(BaseModel):
 
     model: str
     max_tokens: int | None = Field(default=None, ge=0)
-    temperature: float = Field(default=1.0, ge=0.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=-1, description="0 or -1: no top-k cut")
-    stop: str | list[str] | None = None
+    temperature: _Finite = Field(default=1.0, ge=0.0)
+    top_p: _Finite = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=-1, le=MAX_TOP_K, description="0 or -1: no top-k cut")
+    stop: _Stop | Annotated[list[_Stop], Field(max_length=MAX_STOPS)] | None = None
     seed: int | None = None
     n: int = Field(default=1, ge=1, le=256)
     stream: bool = False
     include_stop_str_in_output: bool = False
 
     def sampling(self, default_max_tokens: int) -> SamplingParams:
+        """The request's SamplingParams, checked by :func:`check_sampling` (APIError if bad)."""
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         max_tokens = default_max_tokens if self.max_tokens is None else self.max_tokens
-        return SamplingParams(
+        sampling = SamplingParams(
             max_tokens=max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
@@ -70,11 +92,16 @@ class _SamplingRequest(BaseModel):
             stop=stop,
             seed=self.seed,
         )
+        try:
+            check_sampling(sampling)
+        except ValueError as exc:
+            raise APIError(400, f"invalid sampling parameters: {exc}") from exc
+        return sampling
 
 
 class CompletionRequest(_SamplingRequest):
     prompt: str | list[int] | list[str] | list[list[int]]
-    logprobs: int | None = Field(default=None, ge=0)
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     echo: bool = False
     return_tokens_as_token_ids: bool = False
 
@@ -95,7 +122,7 @@ class ChatRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=0)
     logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0)
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
 
 
 class LoadLoraRequest(BaseModel):
@@ -108,13 +135,22 @@ class UnloadLoraRequest(BaseModel):
 
 
 def create_app(
-    policy: HFPolicy, *, model_name: str, default_max_tokens: int = 16, close_policy: bool = True
+    policy: HFPolicy,
+    *,
+    model_name: str,
+    default_max_tokens: int = 16,
+    close_policy: bool = True,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_rows: int = MAX_ROWS,
 ) -> FastAPI:
     """The OpenAI-compatible app serving ``policy`` under ``model_name``.
 
     ``default_max_tokens`` applies when a request gives none (OpenAI's default is 16).
-    ``close_policy`` stops the policy's worker when the app shuts down.
+    ``close_policy`` stops the policy's worker when the app shuts down. ``max_body_bytes`` and
+    ``max_rows`` (prompts x ``n``) bound every request.
     """
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -124,6 +160,9 @@ def create_app(
 
     app = FastAPI(title=f"agentenv policy server ({model_name})", lifespan=lifespan)
     app.state.policy = policy
+    app.add_middleware(
+        BodyLimit, max_bytes=max_body_bytes, error_body=lambda m: _error_body(413, m, None)
+    )
     created = int(time.time())
 
     @app.exception_handler(APIError)
@@ -136,6 +175,15 @@ def create_app(
             f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
         )
         return _error(400, f"invalid request: {problems}", None)
+
+    def check_rows(prompts: int, n: int) -> None:
+        if prompts * n > max_rows:
+            raise APIError(
+                400,
+                f"{prompts} prompt(s) x n={n} = {prompts * n} completions is over the limit "
+                f"max_rows={max_rows}; split the request",
+                param="n" if prompts == 1 else "prompt",
+            )
 
     def check_model(request: _SamplingRequest) -> None:
         names = _served_names(policy, model_name)
@@ -170,13 +218,15 @@ def create_app(
     @app.post("/v1/completions")
     async def completions(request: CompletionRequest) -> dict[str, Any]:
         check_model(request)
-        prompts = _prompt_ids(policy, request.prompt)
         sampling = request.sampling(default_max_tokens)
+        check_rows(_prompt_count(request.prompt), request.n)
+        prompts = _prompt_ids(policy, request.prompt)
+        scored = request.echo and request.logprobs is not None
+        if scored:
+            _check_scored_lengths(policy, prompts)
         outputs = await _generate(policy, prompts, sampling, request.n)
         prompt_logprobs = (
-            await _prompt_logprobs(policy, prompts)
-            if request.echo and request.logprobs is not None
-            else [None] * len(prompts)
+            await _prompt_logprobs(policy, prompts) if scored else [None] * len(prompts)
         )
         choices = []
         for index, completion in enumerate(outputs):
@@ -210,6 +260,7 @@ def create_app(
         if request.max_completion_tokens is not None:
             request.max_tokens = request.max_completion_tokens
         sampling = request.sampling(default_max_tokens)
+        check_rows(1, request.n)
         outputs = await _generate(policy, [prompt], sampling, request.n)
         choices = [
             {
@@ -262,16 +313,22 @@ def _served_names(policy: HFPolicy, model_name: str) -> list[str]:
     return [model_name] + ([policy.lora_name] if policy.lora_name is not None else [])
 
 
+def _prompt_items(prompt: str | list[int] | list[str] | list[list[int]]) -> list[Any]:
+    """The prompts of a completions request: each a text or a token-id list."""
+    if isinstance(prompt, str) or (prompt and all(isinstance(t, int) for t in prompt)):
+        return [prompt]
+    return list(prompt)
+
+
+def _prompt_count(prompt: str | list[int] | list[str] | list[list[int]]) -> int:
+    return len(_prompt_items(prompt))
+
+
 def _prompt_ids(
     policy: HFPolicy, prompt: str | list[int] | list[str] | list[list[int]]
 ) -> list[list[int]]:
     """The prompt(s) of a completions request as token-id lists (text is encoded as-is)."""
-    if isinstance(prompt, str):
-        items: list[Any] = [prompt]
-    elif prompt and all(isinstance(t, int) for t in prompt):
-        items = [prompt]
-    else:
-        items = list(prompt)
+    items = _prompt_items(prompt)
     if not items:
         raise APIError(400, "prompt is empty", param="prompt")
     ids = [
@@ -289,6 +346,20 @@ def _prompt_ids(
                 400, f"prompt {index} has token ids outside [0, {vocab})", param="prompt"
             )
     return ids
+
+
+def _check_scored_lengths(policy: HFPolicy, prompts: Sequence[list[int]]) -> None:
+    """Echo scoring takes prompts of at most the model's positions (generation's own bound,
+    fewer than that, is checked by the policy before it queues a prompt)."""
+    limit = policy.max_positions
+    for index, row in enumerate(prompts):
+        if len(row) > limit:
+            raise APIError(
+                400,
+                f"prompt {index} has {len(row)} tokens; echo scoring takes at most {limit} "
+                "(the model's max_position_embeddings)",
+                param="prompt",
+            )
 
 
 async def _generate(
@@ -397,20 +468,31 @@ def _usage(prompts: Sequence[list[int]], outputs: Sequence[Completion]) -> dict[
     }
 
 
-def _error(status: int, message: str, param: str | None) -> JSONResponse:
+def _error_body(status: int, message: str, param: str | None) -> dict[str, Any]:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
-    return JSONResponse(body, status_code=status)
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
+def _error(status: int, message: str, param: str | None) -> JSONResponse:
+    return JSONResponse(_error_body(status, message, param), status_code=status)
 
 
 # ---------------------------------------------------------------------------------------------
 # Launching
 # ---------------------------------------------------------------------------------------------
-def create_app_from_spec(spec: str, model_name: str | None = None, **policy_kwargs: Any) -> FastAPI:
+def create_app_from_spec(
+    spec: str,
+    model_name: str | None = None,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_rows: int = MAX_ROWS,
+    **policy_kwargs: Any,
+) -> FastAPI:
     """App factory for :class:`agentenv.service.LocalServer` and ``uvicorn --factory``.
 
     ``spec`` is a policy spec that loads an :class:`HFPolicy` (a model folder, ``tiny``,
-    ``smollm2``); ``policy_kwargs`` go to :func:`~agentenv.policies.specs.load_policy`.
+    ``smollm2``); ``max_body_bytes`` and ``max_rows`` go to :func:`create_app`,
+    ``policy_kwargs`` to :func:`~agentenv.policies.specs.load_policy`.
     """
     from agentenv.policies.specs import load_policy
 
@@ -420,7 +502,12 @@ def create_app_from_spec(spec: str, model_name: str | None = None, **policy_kwar
             f"serve-policy serves local transformers models; {spec!r} is a "
             f"{type(policy).__name__}. Give a model folder, 'tiny' or 'smollm2'."
         )
-    return create_app(policy, model_name=model_name or policy.name)
+    return create_app(
+        policy,
+        model_name=model_name or policy.name,
+        max_body_bytes=max_body_bytes,
+        max_rows=max_rows,
+    )
 
 
 def serve_policy(

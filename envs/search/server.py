@@ -3,12 +3,21 @@
 ``POST /retrieve`` takes ``{"queries": [...], "topk": k, "return_scores": bool}`` and answers
 ``{"result": [[{"document": {"id", "contents"}, "score": s}, ...], ...]}``, one list per query, in
 order. Without ``return_scores`` each hit is the bare document ``{"id", "contents"}``, as in
-Search-R1's retriever. ``GET /stats`` describes the corpus and its index; ``GET /health`` answers
-``{"status": "ok"}``.
+Search-R1's retriever (SkyRL-gym's ``search`` tool sends this same request, with scores).
+``POST /documents`` takes ``{"ids": [...]}`` and answers ``{"result": [document or null, ...]}``.
+``GET /stats`` describes the corpus, its fingerprint (``corpus_sha256``), its index and the
+limits; ``GET /health`` answers ``{"status": "ok"}``.
+
+Every request is bounded (:data:`MAX_BODY_BYTES`, :data:`MAX_QUERIES`, :data:`MAX_TOPK`,
+:data:`MAX_HITS`, :data:`MAX_RESPONSE_BYTES`, each a :func:`create_app` knob): a request over a
+limit gets HTTP 413 (sizes) or 422 (fields) with a message naming the limit and the value, and
+costs the server no more than the limits allow.
 
 The index is built once per corpus and cached on disk under
 ``{cache_dir}/search/{sha256 of the corpus}-v{INDEX_VERSION}`` (``cache_dir`` defaults to
-``$AGENTENV_CACHE`` or ``~/.cache/agentenv``); a later start opens it in milliseconds.
+``$AGENTENV_CACHE`` or ``~/.cache/agentenv``); a later start opens it in milliseconds. A build
+happens in a temporary folder that is removed when the build fails; one left by a builder that
+was killed is removed by the next start on the same host.
 
 Queries are plain text: they are split into lowercase alphanumeric words (at most
 :data:`MAX_QUERY_TERMS`, duplicates dropped) and scored with BM25 (English stemming) over the
@@ -17,47 +26,48 @@ title (boost :data:`TITLE_BOOST`) and the body, so any string is a valid query.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import tantivy
-from fastapi import FastAPI, Response
-from pydantic import BaseModel, Field
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, model_validator
 
-from agentenv.envs.search.tasks import Doc, WorldConfig, build_world, iter_corpus
+from agentenv.cache import cache_root
+from agentenv.envs.search.tasks import Doc, WorldConfig, build_world, file_sha256, iter_corpus
+from agentenv.limits import BodyLimit
 from agentenv.service import service_app
 
 INDEX_VERSION = 2
 MAX_QUERY_TERMS = 64
+MAX_BODY_BYTES = 32 * 2**20
+"""Largest request body (bytes); a larger one is refused with 413 before it is parsed."""
+MAX_QUERIES = 8192
+"""Most queries (or ids) in one request: a Search-R1 rollout batch of 1,024 prompts x 8 samples."""
+MAX_TOPK = 1000
+"""Largest ``topk``."""
+MAX_HITS = 65_536
+"""Most documents one request may ask for: queries x topk."""
+MAX_RESPONSE_BYTES = 64 * 2**20
+"""Largest response body (bytes); a request whose answer grows past it gets 413."""
+REQUEST_SHAPE = (
+    'send {"queries": [str, ...], "topk": int, "return_scores": bool} (Search-R1\'s /retrieve)'
+)
 TITLE_BOOST = 2.0
 _TERM = re.compile(r"[^\W_]+")
 _MAX_TERM_BYTES = 40  # tantivy's default tokenizers drop longer tokens
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where agentenv caches artefacts: ``cache_dir``, else ``$AGENTENV_CACHE``, else ``~/.cache/agentenv``."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get("AGENTENV_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "agentenv"
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sanitize_query(query: str) -> str:
@@ -101,13 +111,16 @@ class BM25Index:
 
         ``docs`` may be a zero-argument callable producing them (only called on a cache miss).
         Building happens in a private temporary folder renamed into place, so concurrent
-        builders never see a partial index.
+        builders never see a partial index; the folder is removed if the build fails, and
+        folders of killed builders on this host are removed first.
         """
         final = root / "search" / f"{key}-v{INDEX_VERSION}"
         meta_file = final / "agentenv.json"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{final.name}.{socket.gethostname()}."
+        _remove_orphans(final.parent, prefix)
         if not meta_file.is_file():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+            tmp = final.parent / f"{prefix}{os.getpid()}.{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
             try:
                 meta = cls._build(docs() if callable(docs) else docs, tmp, source=source)
@@ -129,19 +142,35 @@ class BM25Index:
         # way in every build of the same corpus (servers and in-process indexes agree).
         writer = index.writer(1_000_000_000, 1)
         count = 0
-        for doc in docs:
-            title, _, body = doc.contents.partition("\n")
-            writer.add_document(
-                tantivy.Document(title=title, body=body, id=doc.id, contents=doc.contents.encode())
-            )
-            count += 1
-        writer.commit()
-        writer.wait_merging_threads()
+        try:
+            for doc in docs:
+                title, _, body = doc.contents.partition("\n")
+                writer.add_document(
+                    tantivy.Document(
+                        title=title, body=body, id=doc.id, contents=doc.contents.encode()
+                    )
+                )
+                count += 1
+            writer.commit()
+        finally:
+            # Joins the writer's threads: after a failure, nothing writes into ``path`` while it
+            # is removed.
+            writer.wait_merging_threads()
         return {
             "num_docs": count,
             "source": source,
             "build_seconds": round(time.perf_counter() - start, 3),
         }
+
+    def document(self, doc_id: str) -> dict[str, str] | None:
+        """The document ``{"id", "contents"}`` named ``doc_id``, or None."""
+        query = tantivy.Query.term_query(self.index.schema, "id", doc_id, index_option="basic")
+        searcher = self.searcher
+        hits = searcher.search(query, 1, count=False).hits
+        if not hits:
+            return None
+        doc = searcher.doc(hits[0][1])
+        return {"id": doc.get_first("id"), "contents": doc.get_first("contents").decode()}
 
     def search(self, query: str, topk: int) -> list[tuple[dict[str, str], float]]:
         """The ``topk`` best documents for ``query`` with their BM25 scores."""
@@ -164,12 +193,102 @@ class BM25Index:
         return out
 
 
-class RetrieveRequest(BaseModel):
-    """Search-R1 retriever request. ``topk`` defaults to the service's ``topk``."""
+def _remove_orphans(folder: Path, prefix: str) -> None:
+    """Remove the build folders ``{prefix}{pid}.{tag}`` whose process no longer runs."""
+    for path in folder.glob(f"{prefix}*"):
+        pid = path.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
-    queries: list[str]
-    topk: int | None = Field(default=None, ge=0, le=1000)
-    return_scores: bool = False
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+class RetrieveRequest(BaseModel):
+    """Search-R1 retriever request ``{"queries": [...]}``, or one query ``{"query": "..."}``
+    (answered as a one-query batch). ``topk`` defaults to the service's ``topk``.
+
+    Types are strict: ``topk`` must be a JSON integer (not ``3.0``, ``"3"``, ``NaN`` or
+    ``Infinity``), ``return_scores`` a JSON boolean, every query a string.
+    """
+
+    queries: list[StrictStr] | None = None
+    query: StrictStr | None = None
+    topk: StrictInt | None = Field(default=None, ge=0)
+    return_scores: StrictBool = False
+
+    @model_validator(mode="after")
+    def _one_form(self) -> RetrieveRequest:
+        if (self.queries is None) == (self.query is None):
+            raise ValueError(
+                "give exactly one of 'queries' (a list of strings) or 'query' (one string)"
+            )
+        return self
+
+    @property
+    def texts(self) -> list[str]:
+        """The queries of the request, in order."""
+        return self.queries if self.queries is not None else [self.query]
+
+
+class DocumentsRequest(BaseModel):
+    """Documents by id: ``{"ids": [...]}`` (strings, or integers for integer ids)."""
+
+    ids: list[StrictStr | StrictInt]
+
+
+class Limits(BaseModel):
+    """The bounds of one service (see the module constants)."""
+
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1)
+    max_queries: int = Field(default=MAX_QUERIES, ge=1)
+    max_topk: int = Field(default=MAX_TOPK, ge=1)
+    max_hits: int = Field(default=MAX_HITS, ge=1)
+    max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, ge=1)
+
+    def check_retrieve(self, count: int, topk: int) -> None:
+        """Raise HTTPException (413 or 422) when ``count`` queries of ``topk`` break a limit."""
+        if topk > self.max_topk:
+            raise HTTPException(422, f"topk={topk} is over the limit max_topk={self.max_topk}")
+        self.check_count(count, "queries")
+        if count * topk > self.max_hits:
+            raise HTTPException(
+                413,
+                f"{count} queries x topk {topk} = {count * topk} documents is over the limit "
+                f"max_hits={self.max_hits}; send fewer queries per request or a smaller topk",
+            )
+
+    def check_count(self, count: int, field: str) -> None:
+        if count > self.max_queries:
+            raise HTTPException(
+                413,
+                f"{count} {field} in one request is over the limit max_queries={self.max_queries}",
+            )
+
+    def json_body(self, items: Iterator[Any]) -> bytes:
+        """``{"result": [item, ...]}`` as JSON bytes, refused with 413 once it grows past
+        ``max_response_bytes`` (so a too-large answer is never held whole)."""
+        parts, size = [b'{"result": ['], 13
+        for i, item in enumerate(items):
+            part = (b", " if i else b"") + json.dumps(item, ensure_ascii=False).encode()
+            size += len(part)
+            if size > self.max_response_bytes:
+                raise HTTPException(
+                    413,
+                    f"the response is over the limit max_response_bytes="
+                    f"{self.max_response_bytes} after {i} of its items; ask for fewer "
+                    "documents per request",
+                )
+            parts.append(part)
+        parts.append(b"]}")
+        return b"".join(parts)
 
 
 def _load_index(
@@ -198,13 +317,30 @@ def create_app(
     test_fraction: float = WorldConfig.test_fraction,
     topk: int = 3,
     cache_dir: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_queries: int = MAX_QUERIES,
+    max_topk: int = MAX_TOPK,
+    max_hits: int = MAX_HITS,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
 ) -> FastAPI:
     """The search service over ``corpus`` (a corpus JSONL path) or, if None, the generated world
     of the knobs (same defaults as :class:`~agentenv.envs.search.tasks.WorldConfig`, hence as
-    ``SearchEnv``). ``topk`` is the default of requests that do not give one."""
+    ``SearchEnv``). ``topk`` is the default of requests that do not give one; the ``max_*``
+    knobs bound every request (see the module constants)."""
+    limits = Limits(
+        max_body_bytes=max_body_bytes,
+        max_queries=max_queries,
+        max_topk=max_topk,
+        max_hits=max_hits,
+        max_response_bytes=max_response_bytes,
+    )
+    if not 0 <= topk <= max_topk:
+        raise ValueError(f"topk must be in [0, max_topk={max_topk}], got {topk}")
     world = WorldConfig(seed, num_entities, distractors, test_fraction)
     index, key, world_json = _load_index(corpus, world, cache_dir)
     app = service_app("search")
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.exception_handler(RequestValidationError)(_invalid_request)
     app.state.index = index
     lock = threading.Lock()
     served = {"requests": 0, "queries": 0}
@@ -212,18 +348,26 @@ def create_app(
     @app.post("/retrieve")
     def retrieve(request: RetrieveRequest) -> Response:
         k = topk if request.topk is None else request.topk
-        result = []
-        for query in request.queries:
-            hits = index.search(query, k)
-            if request.return_scores:
-                result.append([{"document": d, "score": s} for d, s in hits])
-            else:
-                result.append([d for d, _ in hits])
+        queries = request.texts
+        limits.check_retrieve(len(queries), k)
+        hits = (index.search(query, k) for query in queries)
+        if request.return_scores:
+            result = ([{"document": d, "score": s} for d, s in h] for h in hits)
+        else:
+            result = ([d for d, _ in h] for h in hits)
+        body = limits.json_body(result)
         with lock:
             served["requests"] += 1
-            served["queries"] += len(request.queries)
-        body = json.dumps({"result": result}, ensure_ascii=False)
+            served["queries"] += len(queries)
         return Response(body, media_type="application/json")
+
+    @app.post("/documents")
+    def documents(request: DocumentsRequest) -> Response:
+        limits.check_count(len(request.ids), "ids")
+        return Response(
+            limits.json_body(index.document(str(i)) for i in request.ids),
+            media_type="application/json",
+        )
 
     @app.get("/stats")
     def stats() -> dict[str, Any]:
@@ -233,7 +377,23 @@ def create_app(
             "world": world_json,
             "index_dir": str(index.path),
             "topk": topk,
+            "limits": limits.model_dump(),
             "served": dict(served),
         }
 
     return app
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each bad field, without echoing the input (a NaN in it cannot be JSON)."""
+    problems = "; ".join(map(_problem, exc.errors()))
+    hint = f"; {REQUEST_SHAPE}" if request.url.path == "/retrieve" else ""
+    return JSONResponse({"detail": f"invalid request: {problems}{hint}"}, status_code=422)
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """``field: what is wrong`` for one pydantic error of a request body."""
+    if error["type"] == "json_invalid":
+        reason = error.get("ctx", {}).get("error", error["msg"])
+        return f"body: invalid JSON at character {error['loc'][-1]} ({reason})"
+    return f"{'.'.join(str(p) for p in error['loc'][1:]) or 'body'}: {error['msg']}"

@@ -20,19 +20,20 @@ Loaders read the Search-R1 / FlashRAG formats: corpus JSONL rows ``{"id", "conte
 
 from __future__ import annotations
 
+import array
 import functools
 import hashlib
 import json
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agentenv.jsonl import iter_jsonl
+from agentenv.jsonl import DataFormatError, iter_jsonl
 
 SPLITS = ("train", "test")
 SPLIT_BY = ("entity", "question")
@@ -584,33 +585,76 @@ def corpus_sha256(docs: Iterable[Doc]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Public formats (Search-R1 / FlashRAG)
 # ---------------------------------------------------------------------------------------------
-class DataFormatError(ValueError):
-    """A corpus or QA file has a bad row; the message names the file and the line/row."""
+def file_sha256(path: str | Path) -> str:
+    """sha256 of the bytes of ``path``: a corpus file's fingerprint (and its index cache key).
+
+    Cached per (path, size, modification time), so many envs checking one large corpus file
+    read it once.
+    """
+    stat = Path(path).stat()
+    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    return iter_jsonl(path, error=DataFormatError)
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def iter_corpus(path: str | Path) -> Iterator[Doc]:
     """Documents of a corpus JSONL file: rows ``{"id", "contents"}`` (or ``{"id", "title",
-    "text"}``, joined into ``'"title"\\ntext'``). Raises :class:`DataFormatError` naming the line."""
+    "text"}``, joined into ``'"title"\\ntext'``).
+
+    Raises :class:`DataFormatError` naming ``file:line`` for a bad row (not UTF-8, not a JSON
+    object, a missing field) and, once the whole file is read, for the second occurrence of a
+    document id (ids name documents: ``7`` and ``"7"`` are the same id).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"corpus file not found: {path}")
-    for lineno, row in _read_jsonl(path):
-        doc_id, contents = row.get("id"), row.get("contents")
-        if (
-            contents is None
-            and isinstance(row.get("title"), str)
-            and isinstance(row.get("text"), str)
-        ):
-            contents = f'"{row["title"]}"\n{row["text"]}'
-        if not isinstance(doc_id, str | int) or isinstance(doc_id, bool):
-            raise DataFormatError(f"{path}:{lineno}: field 'id' must be a string or an integer")
-        if not isinstance(contents, str):
-            raise DataFormatError(f"{path}:{lineno}: field 'contents' must be a string")
-        yield Doc(str(doc_id), contents)
+    id_hashes = array.array("q")
+    for lineno, row in iter_jsonl(path):
+        doc = _corpus_doc(row, f"{path}:{lineno}")
+        id_hashes.append(hash(doc.id))
+        yield doc
+    _check_unique_ids(path, np.frombuffer(id_hashes, dtype=np.int64))
+
+
+def _corpus_doc(row: dict[str, Any], where: str) -> Doc:
+    doc_id, contents = row.get("id"), row.get("contents")
+    if contents is None and isinstance(row.get("title"), str) and isinstance(row.get("text"), str):
+        contents = f'"{row["title"]}"\n{row["text"]}'
+    if not isinstance(doc_id, str | int) or isinstance(doc_id, bool):
+        raise DataFormatError(f"{where}: field 'id' must be a string or an integer")
+    if not isinstance(contents, str):
+        raise DataFormatError(f"{where}: field 'contents' must be a string")
+    return Doc(str(doc_id), contents)
+
+
+def _check_unique_ids(path: Path, id_hashes: np.ndarray) -> None:
+    """Raise :class:`DataFormatError` at the second occurrence of a repeated document id.
+
+    The first pass keeps only 8-byte hashes of the ids (a few hundred MB for a 21M-document
+    corpus); only when two hashes agree is the file read again to find the rows.
+    """
+    ordered = np.sort(id_hashes)
+    suspects = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+    if not suspects:
+        return
+    first_line: dict[str, int] = {}
+    for lineno, row in iter_jsonl(path):
+        doc_id = str(row["id"])
+        if hash(doc_id) not in suspects:
+            continue
+        if doc_id in first_line:
+            raise DataFormatError(
+                f"{path}:{lineno}: duplicate document id {doc_id!r} (first at line "
+                f"{first_line[doc_id]}); every document of a corpus needs its own id"
+            )
+        first_line[doc_id] = lineno
 
 
 def load_corpus(path: str | Path) -> list[Doc]:
@@ -622,8 +666,9 @@ def load_qa(path: str | Path, split: str = "train") -> list[Task]:
     """Tasks of a QA file, JSONL or parquet: rows ``{"question", "golden_answers"}``.
 
     ``golden_answers`` is a list of strings (a single string is accepted); an optional ``id``
-    names the task, else it is ``"{file stem}-{row}"``. Raises :class:`DataFormatError` naming
-    the line (JSONL) or row (parquet).
+    names the task, else it is ``"{file stem}-{row}"``; an optional ``gold_doc_ids`` (a list of
+    document ids, as :func:`save_qa` writes for generated tasks) names the documents that answer
+    it. Raises :class:`DataFormatError` naming the line (JSONL) or row (parquet).
     """
     path = Path(path)
     if not path.is_file():
@@ -634,7 +679,7 @@ def load_qa(path: str | Path, split: str = "train") -> list[Task]:
         rows: Iterable[tuple[int, dict[str, Any]]] = enumerate(pq.read_table(path).to_pylist())
         where = "row"
     else:
-        rows, where = _read_jsonl(path), "line"
+        rows, where = iter_jsonl(path), "line"
     tasks = []
     for n, row in rows:
         question, answers = row.get("question"), row.get("golden_answers")
@@ -652,9 +697,47 @@ def load_qa(path: str | Path, split: str = "train") -> list[Task]:
             raise DataFormatError(
                 f"{path}: {where} {n}: field 'golden_answers' must be a non-empty list of strings"
             )
+        gold = row.get("gold_doc_ids") or []
+        if not isinstance(gold, list | tuple) or not all(
+            isinstance(d, str | int) and not isinstance(d, bool) for d in gold
+        ):
+            raise DataFormatError(
+                f"{path}: {where} {n}: field 'gold_doc_ids' must be a list of document ids"
+            )
         task_id = str(row.get("id", f"{path.stem}-{n}"))
-        tasks.append(Task(task_id, question.strip(), tuple(answers), split=split))
+        tasks.append(
+            Task(
+                task_id,
+                question.strip(),
+                tuple(answers),
+                gold_doc_ids=tuple(map(str, gold)),
+                split=split,
+            )
+        )
     return tasks
+
+
+def load_qa_splits(qa: str | Path | Mapping[str, str | Path]) -> dict[str, list[Task]]:
+    """The finite splits of QA files: one path is every split (``train`` and ``test`` list the
+    same rows), a mapping names a file per split. A task id may name only one row in all files."""
+    if isinstance(qa, str | Path):
+        files = {str(qa): load_qa(qa, "qa")}
+        splits = dict.fromkeys(SPLITS, files[str(qa)])
+    else:
+        files = {str(path): load_qa(path, str(name)) for name, path in qa.items()}
+        splits = dict(zip(map(str, qa), files.values(), strict=True))
+    seen: dict[str, str] = {}
+    for path, tasks in files.items():
+        if not tasks:
+            raise DataFormatError(f"{path}: the QA file has no rows")
+        for task in tasks:
+            if task.id in seen:
+                raise DataFormatError(
+                    f"{path}: task id {task.id!r} also names a row of {seen[task.id]}; "
+                    "give every QA row a unique id"
+                )
+            seen[task.id] = path
+    return splits
 
 
 def save_corpus(docs: Iterable[Doc], path: str | Path) -> None:
@@ -665,8 +748,15 @@ def save_corpus(docs: Iterable[Doc], path: str | Path) -> None:
 
 
 def save_qa(tasks: Iterable[Task], path: str | Path) -> None:
-    """Write ``tasks`` as QA JSONL (``{"id", "question", "golden_answers"}`` per line)."""
+    """Write ``tasks`` as QA JSONL (``{"id", "question", "golden_answers"}`` per line, plus
+    ``gold_doc_ids`` for tasks that have them)."""
     with Path(path).open("w", encoding="utf-8") as f:
         for t in tasks:
-            row = {"id": t.id, "question": t.question, "golden_answers": list(t.golden_answers)}
+            row: dict[str, Any] = {
+                "id": t.id,
+                "question": t.question,
+                "golden_answers": list(t.golden_answers),
+            }
+            if t.gold_doc_ids:
+                row["gold_doc_ids"] = list(t.gold_doc_ids)
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

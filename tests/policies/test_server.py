@@ -3,6 +3,10 @@ OpenAIPolicy; LoRA hot-loading through /v1/load_lora_adapter."""
 
 from __future__ import annotations
 
+import asyncio
+import http.client
+import json
+
 import httpx
 import numpy as np
 import openai
@@ -244,3 +248,98 @@ async def test_lora_hot_load_changes_outputs_and_unload_restores(tiny_path, tmp_
                 np.testing.assert_allclose(a, b, atol=1e-6)
         finally:
             await remote.aclose()
+
+
+async def test_one_invalid_request_fails_alone(server, chat_prompts):
+    """Ten valid requests sent together with one whose top_k cannot be a tensor value: the ten
+    are answered, the bad one gets a 400 naming top_k (it never reaches the batcher)."""
+    prompts = chat_prompts(10)
+    body = {"model": "tiny", "max_tokens": 6, "seed": 3}
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+        responses = await asyncio.gather(
+            *(http.post("/v1/completions", json={**body, "prompt": p}) for p in prompts[:5]),
+            http.post("/v1/completions", json={**body, "prompt": prompts[0], "top_k": 10**30}),
+            *(http.post("/v1/completions", json={**body, "prompt": p}) for p in prompts[5:]),
+        )
+    bad = responses.pop(5)
+    assert [r.status_code for r in responses] == [200] * 10
+    assert all(r.json()["choices"][0]["token_ids"] for r in responses)
+    assert bad.status_code == 400
+    assert "top_k" in bad.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"temperature": float("nan")}, "temperature"),
+        ({"top_p": float("inf")}, "top_p"),
+        ({"top_k": -2}, "top_k"),
+        ({"logprobs": 21}, "logprobs"),
+        ({"stop": ["x"] * 65}, "stop"),
+        ({"stop": "y" * 1025}, "stop"),
+        ({"n": 3, "prompt": [[5, 6]] * 400}, "max_rows"),
+        ({"max_tokens": 0, "echo": True, "logprobs": 1, "prompt": [5] * 4097}, "echo scoring"),
+        ({"prompt": [5] * 4096}, "4095"),
+    ],
+)
+def test_bad_requests_get_a_400_naming_the_field(server, change, field):
+    body = {"model": "tiny", "prompt": [5, 6], "max_tokens": 2, **change}
+    response = httpx.post(
+        f"{server.url}/v1/completions",
+        content=json.dumps(body),  # json.dumps writes NaN and Infinity as JavaScript does
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 400, response.text[:300]
+    assert field in response.json()["error"]["message"]
+
+
+def declare_body(url: str, path: str, length: int) -> tuple[int, bytes]:
+    """POST only headers declaring a ``length``-byte body: the status and body of the answer,
+    which has to come before any byte of the body is sent."""
+    parsed = httpx.URL(url)
+    connection = http.client.HTTPConnection(parsed.host, parsed.port, timeout=60)
+    try:
+        connection.putrequest("POST", path)
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(length))
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_rows_and_body_size_are_capped(tiny_path):
+    config = {
+        "spec": str(tiny_path),
+        "model_name": "tiny",
+        "device": "cpu",
+        "max_rows": 4,
+        "max_body_bytes": 2000,
+    }
+    with LocalServer(FACTORY, config) as small:
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 5}
+        response = httpx.post(f"{small.url}/v1/chat/completions", json=body, timeout=60)
+        assert response.status_code == 400
+        assert "max_rows=4" in response.json()["error"]["message"]
+
+        status, answer = declare_body(small.url, "/v1/completions", 10**12)
+        assert status == 413
+        assert "max_body_bytes=2000" in json.loads(answer)["error"]["message"]
+
+        chunks = (b'{"model": "tiny", "prompt": "', *[b"x" * 900] * 3, b'"}')
+        response = httpx.post(
+            f"{small.url}/v1/completions",
+            content=iter(chunks),  # streamed without a Content-Length
+            headers={"content-type": "application/json"},
+            timeout=60,
+        )
+        assert response.status_code == 413
+        assert "more than 2000 bytes" in response.json()["error"]["message"]
+        response = httpx.post(
+            f"{small.url}/v1/completions",
+            json={"model": "tiny", "prompt": "x" * 1500, "max_tokens": 1},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text

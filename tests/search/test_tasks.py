@@ -186,3 +186,41 @@ def test_split_by_question_keeps_questions_apart_but_shares_entities():
     assert world.task_by_id(test[3].id) == test[3]
     by_entity = world.tasks("test", 50, 1, 1)
     assert not {t.start for t in by_entity} & {t.start for t in world.tasks("train", 200, 1, 1)}
+
+
+def test_non_utf8_lines_are_named(tmp_path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(b'{"id": "1", "contents": "ok"}\n{"id": "2", "contents": "caf\xe9"}\n')
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:2: not valid UTF-8 \(byte 0xe9"):
+        load_corpus(corpus)
+    qa = tmp_path / "qa.jsonl"
+    qa.write_bytes(b'{"question": "Q\xff?", "golden_answers": ["a"]}\n')
+    with pytest.raises(DataFormatError, match=r"qa\.jsonl:1: not valid UTF-8"):
+        load_qa(qa)
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"id": "1", "contents": "\\"A\\"\\nx"}\n')
+    assert load_corpus(path) == [Doc("1", '"A"\nx')]
+
+
+def test_duplicate_document_ids_are_refused_at_the_second(tmp_path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    rows = [{"id": str(i), "contents": f'"T{i}"\nx'} for i in range(1000)]
+    rows.insert(700, {"id": 123, "contents": '"again"\ny'})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:701: duplicate document id '123' "):
+        load_corpus(path)
+
+
+def test_gold_document_ids_survive_save_and_load(tmp_path) -> None:
+    tasks = build_world(SMALL).tasks("test", 6)
+    save_qa(tasks, tmp_path / "qa.jsonl")
+    assert [t.gold_doc_ids for t in load_qa(tmp_path / "qa.jsonl")] == [
+        t.gold_doc_ids for t in tasks
+    ]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "Q?", "golden_answers": ["a"], "gold_doc_ids": "doc-1"}\n')
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl: line 1: field 'gold_doc_ids'"):
+        load_qa(bad)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from agentenv.cache import cache_root
+
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -54,10 +56,8 @@ diff --git a/src/main.py b/src/main.py
 
 
 def cache_dir() -> Path:
-    """Root folder of prepared models: ``$AGENTENV_CACHE/models`` or ``~/.cache/agentenv/models``."""
-    root = os.environ.get("AGENTENV_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "agentenv"
-    return base / "models"
+    """Root folder of prepared models: ``models/`` under :func:`agentenv.cache.cache_root`."""
+    return cache_root() / "models"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,3 +296,16 @@ def _build_once(out: Path, write: Callable[[Path], None]) -> Path:
     if not (out / "config.json").is_file():
         raise RuntimeError(f"could not write a model to {out}")
     return out
+
+
+def load_tokenizer(spec: str | os.PathLike[str]) -> Any:
+    """The tokenizer of a local spec: ``tiny``, ``smollm2`` (prepared on first use) or a
+    model/tokenizer folder."""
+    from transformers import AutoTokenizer
+
+    path = prepare(str(spec)) if str(spec) in PREPARERS else Path(spec).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"tokenizer {str(spec)!r}: no such tokenizer folder (give tiny, smollm2 or a folder)"
+        )
+    return AutoTokenizer.from_pretrained(path)

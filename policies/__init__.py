@@ -18,7 +18,7 @@ _LAZY = {
     "ScriptedPolicy": "agentenv.policies.scripted",
     "RandomPolicy": "agentenv.policies.scripted",
     "load_policy": "agentenv.policies.specs",
-    "load_tokenizer": "agentenv.policies.specs",
+    "load_tokenizer": "agentenv.models",
 }
 
 __all__ = ["Completion", "EpisodeContext", "Policy", "SamplingParams", *_LAZY]

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from agentenv.models import load_tokenizer
 from agentenv.policies.base import (
     Completion,
     EpisodeContext,
@@ -247,8 +248,6 @@ class OpenAIPolicy:
 def _resolve_tokenizer(tokenizer: Any) -> Any:
     if tokenizer is None or not isinstance(tokenizer, str):
         return tokenizer
-    from agentenv.policies.specs import load_tokenizer
-
     return load_tokenizer(tokenizer)
 
 

@@ -7,11 +7,13 @@
 ``openai:URL#MODEL``       an OpenAI-compatible server at URL, requesting MODEL (OpenAIPolicy);
                            its tokenizer is MODEL's when MODEL is local, else pass ``tokenizer=``
 ``expert[:ENV]``           the env family's scripted expert (ScriptedPolicy)
-``random[:ENV]``           the env family's random baseline (RandomPolicy)
+``random[:ENV]``           the env family's random baseline, or a generic one for an env
+                           without an expert module (RandomPolicy)
 ``closed-book[:ENV]``      the env family's demonstrator that never uses tools (ClosedBookPolicy)
 =========================  ==================================================================
 
-``ENV`` pins the expert to one env id; without it the expert follows each episode's env.
+``ENV`` pins the expert to one env id (``module:Class`` ids too); without it the expert
+follows each episode's env.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agentenv import models
+from agentenv.models import load_tokenizer
 from agentenv.policies.base import Policy
 
 SPEC_FORMS = (
@@ -46,8 +50,6 @@ def _spec_error(spec: str, why: str) -> PolicySpecError:
 
 def model_path(spec: str) -> Path:
     """The model folder a local spec names (``tiny``, ``smollm2`` or a folder path)."""
-    from agentenv import models
-
     if spec in models.PREPARERS:
         return models.prepare(spec)
     path = Path(spec).expanduser()
@@ -58,22 +60,8 @@ def model_path(spec: str) -> Path:
     raise _spec_error(spec, "no such model folder")
 
 
-def load_tokenizer(spec: str) -> Any:
-    """The tokenizer of a local spec (``tiny``, ``smollm2`` or a model/tokenizer folder)."""
-    from transformers import AutoTokenizer
-
-    from agentenv import models
-
-    path = models.prepare(spec) if spec in models.PREPARERS else Path(spec).expanduser()
-    if not path.is_dir():
-        raise _spec_error(spec, "no such tokenizer folder")
-    return AutoTokenizer.from_pretrained(path)
-
-
 def _served_model_tokenizer(spec: str, model: str) -> Any:
     """Token-level rollouts need the served model's tokenizer; find it when MODEL is local."""
-    from agentenv import models
-
     if model in models.PREPARERS or (Path(model).expanduser() / "tokenizer_config.json").is_file():
         return load_tokenizer(model)
     raise _spec_error(

@@ -8,18 +8,30 @@ Every agentenv environment is async-first. ``await env.areset(seed=, options=)``
 
 Subclasses implement :meth:`TextEnv._areset` and :meth:`TextEnv._astep`; the public methods add
 the bookkeeping every env shares (the info keys below, the turn counter, the rule that a bad
-action never raises).
+action never raises, the rule that a finished episode is not stepped again).
+
+**Task sources.** An env declares where its tasks come from with :meth:`TextEnv.splits`: split
+name → number of tasks (``None`` for an unlimited, procedural source). ``options={"split": s}``
+on reset draws a task of split ``s`` with the seed; a finite split also lists its tasks in a fixed
+order with :meth:`TextEnv.task_ids`, so an evaluation can play each of them exactly once through
+``options={"task": id}``. An env that declares no splits has one unnamed source the seed draws
+from.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence as SequenceABC
 from typing import Any, ClassVar, TypeVar
 
 import gymnasium
+import numpy as np
+from gymnasium.error import ResetNeeded
 from gymnasium.spaces import Text
+from gymnasium.spaces.utils import flatten, unflatten
+from gymnasium.vector.utils.shared_memory import read_from_shared_memory
 
 T = TypeVar("T")
 
@@ -51,7 +63,26 @@ INFO_KEYS: dict[str, str] = {
     SUCCESS: "whether the episode solved its task (terminal step; False before)",
 }
 
+REQUIRED_RESET_KEYS: tuple[str, ...] = (TASK_ID,)
+"""Info keys :meth:`TextEnv.areset` refuses to go without: groups and results are keyed on them."""
+
+SPLIT_OPTION = "split"
+"""Reset option: the split the seed draws a task from (one of :meth:`TextEnv.splits`)."""
+TASK_OPTION = "task"
+"""Reset option: the task to play (an id of :meth:`TextEnv.task_ids`, or the env's task object)."""
+
 MAX_TEXT_LENGTH = 1 << 20
+
+
+class EnvContractError(TypeError):
+    """An env broke the :class:`TextEnv` contract (e.g. a reset without ``info["task_id"]``)."""
+
+
+class EpisodeOverError(ResetNeeded):
+    """``step`` was called on an episode that has ended (or never started): reset first.
+
+    Gymnasium's convention: stepping a finished episode is an error, never a silent extra reward.
+    """
 
 
 class UnicodeText(Text):
@@ -69,6 +100,55 @@ class UnicodeText(Text):
         return f"UnicodeText({self.min_length}, {self.max_length})"
 
 
+# Gymnasium flattens a Text into indices of its charset, which fails on any other character, and
+# reads a Text's shared memory once into a tuple of strings that later steps never update. A
+# UnicodeText flattens into code points + 1 (0 pads), and its shared memory reads as a live view
+# (a deep copy of it, which AsyncVectorEnv returns by default, is a plain tuple of strings).
+@flatten.register(UnicodeText)
+def _flatten_unicode_text(space: UnicodeText, x: str) -> np.ndarray:
+    out = np.zeros(space.max_length, dtype=np.int32)
+    codes = np.frombuffer(x.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    out[: len(codes)] = codes.astype(np.int32) + 1
+    return out
+
+
+def _decode_code_points(values: np.ndarray) -> str:
+    codes = values[values > 0].astype(np.uint32) - 1
+    return codes.tobytes().decode("utf-32-le", "surrogatepass")
+
+
+@unflatten.register(UnicodeText)
+def _unflatten_unicode_text(space: UnicodeText, x: np.ndarray) -> str:
+    return _decode_code_points(np.asarray(x))
+
+
+class SharedTexts(SequenceABC):
+    """The strings in a vector env's shared observation buffer, decoded on every access."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        return _decode_code_points(self._rows[index])
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> tuple[str, ...]:
+        return tuple(self)
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+@read_from_shared_memory.register(UnicodeText)
+def _read_unicode_text(space: UnicodeText, shared_memory: Any, n: int = 1) -> SharedTexts:
+    data = np.frombuffer(shared_memory.get_obj(), dtype=np.int32)
+    return SharedTexts(data.reshape((n, space.max_length)))
+
+
 class TextEnv(gymnasium.Env[str, str]):
     """Base class of every agentenv environment.
 
@@ -78,6 +158,8 @@ class TextEnv(gymnasium.Env[str, str]):
     - ``stop_strings``: strings after which generation of an action should stop.
     - ``tools``: OpenAI-style tool schemas, for envs driven by native function calls.
     - ``observation_role``: the chat role observations are sent as (``"user"`` or ``"tool"``).
+    - ``transient_attributes``: attributes that hold live resources (clients, sessions); a pickled
+      or copied env leaves them out (set to ``None``) and reconnects on first use.
 
     After :meth:`areset`, ``self.task`` holds the task being played (its ``id`` is
     ``info["task_id"]``).
@@ -85,7 +167,12 @@ class TextEnv(gymnasium.Env[str, str]):
     Subclasses implement :meth:`_areset` (returning ``(observation, info)``) and :meth:`_astep`
     (returning ``(observation, reward, terminated, truncated, info)``). They must never raise on a
     bad action: they return an explanatory observation with ``info["action_valid"] = False``.
-    A dead backing service raises :class:`agentenv.EnvServiceError`.
+    A dead backing service raises :class:`agentenv.EnvServiceError`. ``_areset`` receives the
+    options with ``"split"`` already checked against :meth:`splits`; an env with tasks overrides
+    :meth:`splits` (and :meth:`task_ids` for finite splits).
+
+    Once a step returns ``terminated`` or ``truncated``, stepping again raises
+    :class:`EpisodeOverError` until the next reset.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
@@ -93,9 +180,10 @@ class TextEnv(gymnasium.Env[str, str]):
     stop_strings: ClassVar[tuple[str, ...]] = ()
     observation_role: ClassVar[str] = "user"
     tools: list[dict[str, Any]] | None = None
+    transient_attributes: ClassVar[tuple[str, ...]] = ()
 
-    observation_space = UnicodeText(max_length=MAX_TEXT_LENGTH)
-    action_space = UnicodeText(max_length=MAX_TEXT_LENGTH)
+    observation_space = UnicodeText(min_length=0, max_length=MAX_TEXT_LENGTH)
+    action_space = UnicodeText(min_length=0, max_length=MAX_TEXT_LENGTH)
 
     def __init__(self, render_mode: str | None = None) -> None:
         self.render_mode = render_mode
@@ -104,6 +192,34 @@ class TextEnv(gymnasium.Env[str, str]):
         self._last_observation = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+        self._episode_open = False
+        self._task_id: str | None = None
+
+    # -- task sources -----------------------------------------------------------------------
+    def splits(self) -> dict[str, int | None]:
+        """The task splits this env draws from: name → number of tasks (``None``: unlimited).
+
+        Empty (the default): one unnamed source, the seed alone picks the task.
+        """
+        return {}
+
+    def task_ids(self, split: str) -> Sequence[str]:
+        """Ids of the tasks of finite ``split``, in a fixed order (``options={"task": id}``)."""
+        size = self.check_split(split)
+        raise ValueError(
+            f"{type(self).__name__} cannot list the tasks of split {split!r}"
+            + (" (it is unlimited: draw tasks with seeds)" if size is None else "")
+        )
+
+    def check_split(self, split: str) -> int | None:
+        """The size of ``split``; a :class:`ValueError` naming the declared splits if unknown."""
+        splits = self.splits()
+        if split not in splits:
+            declared = ", ".join(map(repr, splits)) or "none (the seed alone picks the task)"
+            raise ValueError(
+                f"{type(self).__name__} has no split {split!r}; its splits: {declared}"
+            )
+        return splits[split]
 
     # -- to implement -----------------------------------------------------------------------
     async def _areset(self, *, seed: int | None, options: dict[str, Any]) -> tuple[str, dict]:
@@ -119,22 +235,46 @@ class TextEnv(gymnasium.Env[str, str]):
     async def areset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[str, dict[str, Any]]:
-        """Start an episode. ``options={"task": id_or_Task}`` picks a task, else ``seed`` does."""
+        """Start an episode. ``options={"task": id_or_Task}`` picks a task; else ``seed`` draws
+        one (from ``options={"split": name}`` when given)."""
         super().reset(seed=seed)
         self.turn = 0
-        observation, info = await self._areset(seed=seed, options=dict(options or {}))
+        self._episode_open = False
+        options = dict(options or {})
+        if options.get(SPLIT_OPTION) is not None:
+            self.check_split(options[SPLIT_OPTION])
+        observation, info = await self._areset(seed=seed, options=options)
+        missing = [key for key in REQUIRED_RESET_KEYS if info.get(key) in (None, "")]
+        if missing:
+            raise EnvContractError(
+                f"{type(self).__name__}.reset returned no {', '.join(missing)} in info: "
+                "rollout groups, results and resume are keyed on it"
+            )
+        self._task_id = str(info[TASK_ID])
+        self._episode_open = True
         self._last_observation = observation
         return observation, info
 
     async def astep(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        """Apply one action (the agent's whole message for this turn)."""
+        """Apply one action (the agent's whole message for this turn).
+
+        Raises :class:`EpisodeOverError` when no episode is running (before the first reset, or
+        after a step returned ``terminated`` or ``truncated``).
+        """
+        if not self._episode_open:
+            raise EpisodeOverError(
+                f"{type(self).__name__}: the episode is over (or never started); "
+                "call reset() before step()"
+            )
         if not isinstance(action, str):
             action = "" if action is None else str(action)
         observation, reward, terminated, truncated, info = await self._astep(action)
         self.turn += 1
+        info.setdefault(TASK_ID, self._task_id)
         info.setdefault(ACTION_VALID, True)
         info.setdefault(REWARD_COMPONENTS, {})
         info.setdefault(SUCCESS, False)
+        self._episode_open = not (terminated or truncated)
         self._last_observation = observation
         return observation, float(reward), bool(terminated), bool(truncated), info
 
@@ -156,6 +296,15 @@ class TextEnv(gymnasium.Env[str, str]):
             self._loop.close()
             self._loop = None
             self._loop_thread = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable and deep-copyable state: the private loop and transient resources are left
+        out (a copy starts its own loop and reconnects on first use)."""
+        state = dict(self.__dict__)
+        for name in ("_loop", "_loop_thread", *self.transient_attributes):
+            if name in state:
+                state[name] = None
+        return state
 
     def render(self) -> str | None:
         if self.render_mode == "ansi":

@@ -20,6 +20,7 @@ import json
 import math
 import platform
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -30,10 +31,13 @@ from typing import Any
 import numpy as np
 import yaml
 
+from agentenv import DISTRIBUTION
 from agentenv.jsonl import iter_jsonl
+from agentenv.planner import TaskSource, eval_episodes, probe_all
 from agentenv.policies.base import Policy
 from agentenv.registry import env_info
 from agentenv.rollout import EpisodeRequest, RolloutConfig, RolloutEngine
+from agentenv.service import service_scope
 from agentenv.trajectory import Trajectory
 
 TEST_SEED_OFFSET = 1_000_000
@@ -45,12 +49,17 @@ TEST_SEED_OFFSET = 1_000_000
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class SuiteEntry:
-    """One env of a suite: id, constructor kwargs, split (``None``: not passed), number of tasks."""
+    """One env of a suite: id, constructor kwargs, split and number of tasks.
+
+    ``split=None`` plays the env's ``test`` split (or its only source when it declares no
+    splits); ``n=None`` plays every task of a finite split, or
+    :data:`~agentenv.planner.DEFAULT_EVAL_TASKS` of an unlimited one.
+    """
 
     env: str
     kwargs: dict[str, Any] = field(default_factory=dict)
-    split: str | None = "test"
-    n: int = 50
+    split: str | None = None
+    n: int | None = None
 
 
 @dataclass
@@ -62,7 +71,8 @@ class Suite:
 def load_suite(name_or_path: str | Path) -> Suite:
     """A suite from a YAML file, or a built-in one by name (``core``).
 
-    YAML: ``{"name": str, "envs": [{"env": id, "kwargs": {...}, "split": "test", "n": 50}]}``.
+    YAML: ``{"name": str, "envs": [{"env": id, "kwargs": {...}, "split": "test", "n": 50}]}``
+    (``split`` and ``n`` optional, see :class:`SuiteEntry`).
     """
     path = Path(name_or_path)
     if not path.exists():
@@ -179,6 +189,12 @@ def summarize(rows: Sequence[dict[str, Any]], k: int) -> list[EnvSummary]:
 # ---------------------------------------------------------------------------------------------
 # Running
 # ---------------------------------------------------------------------------------------------
+def error_reasons(rows: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
+    """``(count, reason)`` of the errored episodes, one per distinct reason, most frequent first."""
+    counts = Counter(r["reason"] or "(no reason recorded)" for r in rows if r["status"] == "error")
+    return [(n, reason) for reason, n in counts.most_common()]
+
+
 @dataclass
 class EvalResult:
     summaries: list[EnvSummary]
@@ -186,34 +202,39 @@ class EvalResult:
     out_dir: Path | None
     wall_seconds: float
 
+    @property
+    def error_rate(self) -> float:
+        """Share of episodes that ended in ``error`` (service or env failures, not wrong answers)."""
+        errors = sum(r["status"] == "error" for r in self.rows)
+        return errors / len(self.rows) if self.rows else 0.0
+
 
 def _episode_key(row: dict[str, Any]) -> tuple[str, int, int]:
     return (row["env"], int(row["seed"]), int(row["sample"]))
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    return [row for _, row in iter_jsonl(path)] if path.exists() else []
+    """The rows of ``results.jsonl``; a torn last line (an interrupted write) is dropped, so its
+    episode runs again, while a bad line before it raises ``DataFormatError`` naming it."""
+    return [row for _, row in iter_jsonl(path, torn_tail=True)] if path.exists() else []
+
+
+async def probe_suite(suite: Suite) -> list[TaskSource]:
+    """Every entry's task source, each env built and reset once; all failures in one
+    :class:`~agentenv.planner.PlanError`."""
+    return await probe_all([(e.env, e.kwargs, e.split) for e in suite.entries], role="eval")
 
 
 def plan_requests(
-    suite: Suite, k: int, seed_offset: int = TEST_SEED_OFFSET
+    suite: Suite,
+    sources: Sequence[TaskSource],
+    k: int,
+    seed_offset: int = TEST_SEED_OFFSET,
 ) -> list[tuple[EpisodeRequest, int]]:
     """(request, sample index) for every episode of the suite: ``n`` tasks × ``k`` samples."""
     plan = []
-    for entry in suite.entries:
-        split = {} if entry.split is None else {"split": entry.split}
-        kwargs = {**split, **entry.kwargs}
-        for i in range(entry.n):
-            seed = seed_offset + i
-            for sample in range(k):
-                request = EpisodeRequest(
-                    entry.env,
-                    seed,
-                    env_kwargs=kwargs,
-                    sample_seed=seed * 131 + sample,
-                    traj_id=f"{entry.env}/{seed}/{sample}",
-                )
-                plan.append((request, sample))
+    for entry, source in zip(suite.entries, sources, strict=True):
+        plan += eval_episodes(source, entry.n, k, seed_offset)
     return plan
 
 
@@ -229,25 +250,50 @@ async def evaluate(
     config: dict[str, Any] | None = None,
     seed_offset: int = TEST_SEED_OFFSET,
 ) -> EvalResult:
-    """Evaluate ``policy`` on ``suite``: ``n`` tasks per env × ``k`` samples each."""
-    start = time.perf_counter()
-    out = Path(out_dir) if out_dir is not None else None
-    results_path = out / "results.jsonl" if out else None
-    kept: list[dict[str, Any]] = []
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            kept = [r for r in _read_rows(results_path) if r["status"] != "error"]
-        results_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    done = {_episode_key(r) for r in kept}
-    todo = [
-        (req, s)
-        for req, s in plan_requests(suite, k, seed_offset)
-        if (req.env_id, req.seed, s) not in done
-    ]
+    """Evaluate ``policy`` on ``suite``: ``n`` tasks per env × ``k`` samples each.
 
-    engine = RolloutEngine(policy, rollout)
-    rows = list(kept)
+    Every env is probed first (:func:`probe_suite`), so a suite that cannot run fails before
+    anything is written. Services launched locally (``service="local"``) are shared by all the
+    episodes and stopped at the end (:func:`agentenv.service.service_scope`).
+    """
+    start = time.perf_counter()
+    async with service_scope():
+        sources = await probe_suite(suite)
+        plan = plan_requests(suite, sources, k, seed_offset)
+        out = Path(out_dir) if out_dir is not None else None
+        results_path = out / "results.jsonl" if out else None
+        kept = _open_results(results_path, resume)
+        done = {_episode_key(r) for r in kept}
+        todo = [(req, s) for req, s in plan if (req.env_id, req.seed, s) not in done]
+        rows = kept + await _play(RolloutEngine(policy, rollout), todo, results_path, progress)
+    rows.sort(key=_episode_key)
+    summaries = summarize(rows, k)
+    result = EvalResult(summaries, rows, out, time.perf_counter() - start)
+    if out is not None:
+        _write_metadata(out, suite, k, policy, config, result)
+        plot_summary(summaries, k, out / "summary.png")
+    return result
+
+
+def _open_results(path: Path | None, resume: bool) -> list[dict[str, Any]]:
+    """The finished rows kept from ``path`` (on resume; errored ones are re-run), rewritten so
+    new rows append after them."""
+    if path is None:
+        return []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = [r for r in _read_rows(path) if r["status"] != "error"] if resume else []
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+async def _play(
+    engine: RolloutEngine,
+    todo: list[tuple[EpisodeRequest, int]],
+    results_path: Path | None,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Play ``todo``, appending each finished episode's row to ``results_path`` at once."""
+    rows: list[dict[str, Any]] = []
     sample_of = {id(req): s for req, s in todo}
     started = time.perf_counter()
     bar = _Progress(len(todo), enabled=progress)
@@ -262,14 +308,7 @@ async def evaluate(
 
     with bar:
         await asyncio.gather(*(_run_one(engine, req, record) for req, _ in todo))
-
-    rows.sort(key=_episode_key)
-    summaries = summarize(rows, k)
-    result = EvalResult(summaries, rows, out, time.perf_counter() - start)
-    if out is not None:
-        _write_metadata(out, suite, k, policy, config, result)
-        plot_summary(summaries, k, out / "summary.png")
-    return result
+    return rows
 
 
 async def _run_one(engine: RolloutEngine, request: EpisodeRequest, record: Any) -> None:
@@ -279,7 +318,7 @@ async def _run_one(engine: RolloutEngine, request: EpisodeRequest, record: Any) 
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for pkg in ("agentenv", "torch", "transformers", "gymnasium", "tantivy"):
+    for pkg in (DISTRIBUTION, "torch", "transformers", "gymnasium", "tantivy"):
         with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
     return out
@@ -361,6 +400,18 @@ def summary_table(summaries: Sequence[EnvSummary], k: int, title: str = "evaluat
             f"{s.turns_mean:.2f}", f"{s.tokens_mean:.1f}", f"{s.gen_seconds:.1f}",
             f"{s.env_seconds:.1f}",
         )  # fmt: skip
+    return table
+
+
+def error_table(reasons: Sequence[tuple[int, str]]) -> Any:
+    """A rich Table of errored episodes grouped by reason."""
+    from rich.table import Table
+
+    table = Table(title="errored episodes by reason")
+    table.add_column("episodes", justify="right")
+    table.add_column("reason", overflow="fold")
+    for count, reason in reasons:
+        table.add_row(str(count), reason)
     return table
 
 

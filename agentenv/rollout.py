@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -56,7 +56,8 @@ class RolloutConfig:
 
 @dataclass
 class EpisodeRequest:
-    """One episode to play: ``env_id`` reset with ``seed`` (or on ``task``).
+    """One episode to play: ``env_id`` reset with ``seed`` on ``task`` (an id or task object) or,
+    without one, on a task the seed draws from ``split`` (``None``: the env's only source).
 
     ``group_id`` defaults to ``"{env_id}:{task_id}"``; ``sample_seed`` seeds generation.
     """
@@ -65,6 +66,7 @@ class EpisodeRequest:
     seed: int
     group_id: str | None = None
     task: Any = None
+    split: str | None = None
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     sample_seed: int | None = None
     traj_id: str | None = None
@@ -76,13 +78,16 @@ def group_requests(
     group_size: int,
     env_kwargs: dict[str, Any] | None = None,
     *,
+    split: str | None = None,
     sample_seed: int = 0,
 ) -> list[EpisodeRequest]:
-    """``group_size`` episodes per reset seed (a group plays one task), seeds in order."""
+    """``group_size`` episodes per reset seed (a group plays one task drawn from ``split``),
+    seeds in order."""
     return [
         EpisodeRequest(
             env_id,
             seed,
+            split=split,
             env_kwargs=dict(env_kwargs or {}),
             sample_seed=sample_seed + i * group_size + j,
             traj_id=f"{env_id}/{seed}/{j}",
@@ -90,6 +95,29 @@ def group_requests(
         for i, seed in enumerate(seeds)
         for j in range(group_size)
     ]
+
+
+class EpisodesFailedError(RuntimeError):
+    """Every episode of a batch (a training step, an evaluation) errored: nothing to learn from or
+    measure. The message gives each distinct reason with its count."""
+
+
+def check_not_all_failed(trajectories: list[Trajectory], what: str) -> None:
+    """Raise :class:`EpisodesFailedError`, with the distinct reasons, when all episodes errored."""
+    if not trajectories or any(t.status != "error" for t in trajectories):
+        return
+    reasons = Counter(t.reason for t in trajectories).most_common()
+    lines = "\n".join(f"  {n} × {reason}" for reason, n in reasons)
+    raise EpisodesFailedError(f"all {len(trajectories)} episodes of {what} errored:\n{lines}")
+
+
+def reset_options(request: EpisodeRequest) -> dict[str, Any]:
+    """The reset options of ``request``: its task, else the split its seed draws from."""
+    if request.task is not None:
+        return {env_keys.TASK_OPTION: request.task}
+    if request.split is not None:
+        return {env_keys.SPLIT_OPTION: request.split}
+    return {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +268,7 @@ class RolloutEngine:
         cfg = self.config
         tokenizer = self.policy.tokenizer
         role = env.observation_role
-        options = {"task": request.task} if request.task is not None else None
+        options = reset_options(request)
         async with self._env_slot(request.env_id):
             observation, info = await env.areset(seed=request.seed, options=options)
         traj.task_id = str(info.get(env_keys.TASK_ID, ""))

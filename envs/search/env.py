@@ -19,6 +19,7 @@ entered the context for the first time this turn); both have weight 0.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
@@ -28,23 +29,33 @@ from agentenv.env import (
     ANCHOR,
     GROUND_TRUTH,
     REWARD_COMPONENTS,
+    SPLIT_OPTION,
     SUCCESS,
     SYSTEM_PROMPT,
     TASK_ID,
+    TASK_OPTION,
     TextEnv,
 )
 from agentenv.envs.search.tasks import (
     SPLIT_BY,
+    SPLITS,
     Task,
     World,
     WorldConfig,
     build_world,
     doc_text,
     doc_title,
-    load_qa,
+    file_sha256,
+    load_qa_splits,
 )
 from agentenv.rewards.outcome import exact_match, f1_score, search_r1_format_score
-from agentenv.service import EnvServiceError, RetryPolicy, ServiceClient, connect
+from agentenv.service import (
+    DEFAULT_TIMEOUT,
+    EnvServiceError,
+    RetryPolicy,
+    ServiceClient,
+    connect,
+)
 
 SERVICE_FACTORY = "agentenv.envs.search.server:create_app"
 INVALID_ACTION_HINT = (
@@ -62,6 +73,9 @@ LAST_TURN_NOTE = (
 NO_RESULTS = "No documents matched the query."
 MAX_QUERY_CHARS = 2000
 """Longer queries are cut to this many characters before they are sent."""
+GOLD_CHECK_TASKS = 32
+"""QA tasks (evenly spaced) whose gold documents a remote service given qa= alone must hold:
+every one must exist, and those of at least half the tasks must contain an answer."""
 REWARDS = ("em", "f1", "format")
 _OUTCOME_COMPONENT = {"em": "em", "f1": "f1", "format": "format_score"}
 
@@ -122,9 +136,13 @@ class SearchEnv(TextEnv):
 
     Args:
         service: where the retriever runs: ``None`` (in-process, shared by envs of the same
-            world), ``"local"`` (a private uvicorn subprocess on 127.0.0.1), or base URL(s) of
-            ``agentenv serve search`` (a comma-separated string or a list; round-robin).
-        split: ``"train"`` or ``"test"``: the split the seed draws generated tasks from.
+            world), ``"local"`` (a uvicorn subprocess on 127.0.0.1, one per world, shared by
+            the envs of the current :func:`agentenv.service.service_scope` and stopped with
+            it), or base URL(s) of ``agentenv serve search`` (a comma-separated string or a
+            list; round-robin).
+        split: ``"train"`` or ``"test"``: the split the seed draws from when reset gets no
+            ``options={"split": ...}``. Both splits of a generated world are unlimited; the
+            splits of a QA file are finite (see ``qa``).
         split_by: how the splits are kept apart: ``"entity"`` (test questions start from
             entities never asked about in training) or ``"question"`` (test questions are unseen
             (entity, relation chain) pairs over entities that also occur in training).
@@ -133,8 +151,10 @@ class SearchEnv(TextEnv):
             same world (checked on first use).
         min_hops, max_hops: range of hops of the tasks the seed draws (1 to 4).
         corpus: path of a corpus JSONL (``{"id","contents"}``) to index instead of the world.
-        qa: path of a QA JSONL/parquet (``{"question","golden_answers"}``): its rows are the
-            tasks (then ``split`` only labels them). Needs ``corpus`` unless ``service`` is a URL.
+        qa: the tasks of a QA JSONL/parquet file (``{"question","golden_answers"}`` rows)
+            instead of generated ones: a path (the file is every split: ``train`` and ``test``
+            both list its rows) or a mapping split name → path (e.g. ``{"train": "train.jsonl",
+            "test": "test.parquet"}``). Needs ``corpus`` unless ``service`` is a URL.
         topk: documents per search.
         max_turns: turns per episode; search is refused on the last one.
         max_obs_chars: cap on an observation's length.
@@ -144,11 +164,14 @@ class SearchEnv(TextEnv):
             at once or search further.
         think: whether the system prompt asks for ``<think>`` reasoning (the scripted expert
             thinks only when asked); ``False`` gives shorter prompts and expert actions.
-        timeout: seconds per retriever call (each retried up to 3 times on transient failures).
+        timeout: seconds per attempt of a retriever call (each retried up to 3 times on
+            transient failures; see :data:`agentenv.service.DEFAULT_TIMEOUT`). A URL that keeps
+            failing opens its circuit breaker: calls to it then fail at once.
     """
 
     description = "Multi-hop QA over a BM25 retriever (Search-R1 protocol)"
     stop_strings = ("</search>", "</answer>")
+    transient_attributes = ("_client",)
 
     def __init__(
         self,
@@ -163,14 +186,14 @@ class SearchEnv(TextEnv):
         min_hops: int = 1,
         max_hops: int = 4,
         corpus: str | Path | None = None,
-        qa: str | Path | None = None,
+        qa: str | Path | dict[str, str | Path] | None = None,
         topk: int = 3,
         max_turns: int = 5,
         max_obs_chars: int = 2000,
         reward: Literal["em", "f1", "format"] = "em",
         think: bool = True,
         prefetch: bool = False,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         render_mode: str | None = None,
     ) -> None:
         super().__init__(render_mode=render_mode)
@@ -198,11 +221,15 @@ class SearchEnv(TextEnv):
         self.reward_weights = {_OUTCOME_COMPONENT[reward]: 1.0}
         self.retry = RetryPolicy(timeout=timeout)
         self.world_config = WorldConfig(world_seed, num_entities, distractors, test_fraction)
+        self._qa_splits: dict[str, list[Task]] | None = None
         self._qa_tasks: dict[str, Task] | None = None
         if qa is not None:
-            self._qa_tasks = {t.id: t for t in load_qa(qa, split)}
-            if not self._qa_tasks:
-                raise ValueError(f"QA file {qa} has no rows")
+            self._qa_splits = load_qa_splits(qa)
+            self._qa_tasks = {t.id: t for ts in self._qa_splits.values() for t in ts}
+            if split not in self._qa_splits:
+                raise ValueError(
+                    f"split={split!r} is not one of the QA splits {sorted(self._qa_splits)}"
+                )
         if corpus is not None:
             self._service_config: dict[str, Any] = {"corpus": str(Path(corpus).resolve())}
         else:
@@ -231,37 +258,118 @@ class SearchEnv(TextEnv):
             return self._qa_tasks[task]
         return build_world(self.world_config).task_by_id(str(task))
 
-    def _draw_task(self) -> Task:
+    def splits(self) -> dict[str, int | None]:
+        """``train`` and ``test``: unlimited for a generated world, the rows of a QA file."""
+        if self._qa_splits is not None:
+            return {name: len(tasks) for name, tasks in self._qa_splits.items()}
+        return dict.fromkeys(SPLITS)
+
+    def task_ids(self, split: str) -> list[str]:
+        """The ids of a QA split's rows, in file order (generated splits are unlimited)."""
+        self.check_split(split)
+        if self._qa_splits is None:
+            return super().task_ids(split)
+        return [t.id for t in self._qa_splits[split]]
+
+    def _draw_task(self, split: str) -> Task:
         rng = self.np_random
-        if self._qa_tasks is not None:
-            ids = list(self._qa_tasks)
-            return self._qa_tasks[ids[int(rng.integers(len(ids)))]]
+        if self._qa_splits is not None:
+            tasks = self._qa_splits[split]
+            return tasks[int(rng.integers(len(tasks)))]
         hops = int(rng.integers(self.min_hops, self.max_hops + 1))
         world = build_world(self.world_config)
-        return world.task(self.split, hops, int(rng.integers(2**31)), self.split_by)
+        return world.task(split, hops, int(rng.integers(2**31)), self.split_by)
 
     # -- service ------------------------------------------------------------------------------
     async def _connect(self) -> ServiceClient:
         if self._client is None:
-            client = connect(
+            client = await connect(
                 SERVICE_FACTORY, self.service, config=self._service_config, retry=self.retry
             )
-            if self.service not in (None, "in-process", "local") and self._qa_tasks is None:
+            if self.service not in (None, "in-process", "local"):
                 await self._check_world(client)
             self._client = client
         return self._client
 
     async def _check_world(self, client: ServiceClient) -> None:
-        stats = await client.get("/stats")
-        expected = build_world(self.world_config).fingerprint
-        if stats.get("corpus_sha256") != expected:
+        """Fail with :class:`EnvServiceError` (closing ``client``) unless the remote service
+        holds this env's corpus: the generated world's fingerprint, the ``corpus=`` file's
+        sha256, or, with ``qa=`` alone, the gold documents of a sample of the QA rows (rows
+        without gold document ids cannot be checked; then nothing is)."""
+        try:
+            problem = await self._corpus_problem(client)
+        except EnvServiceError as exc:
             await client.aclose()
+            if exc.status is None:  # unreachable, stalled or failing: say that, not "wrong kind"
+                raise
             raise EnvServiceError(
-                f"the search service at {client.url} serves another corpus "
-                f"(world {stats.get('world')}) than this env's world {asdict(self.world_config)}; "
-                f"start it with the same knobs",
+                f"cannot check which corpus the search service at {client.url} holds ({exc}); "
+                "the check needs an `agentenv serve search` service",
                 url=client.url,
+            ) from exc
+        except BaseException:
+            await client.aclose()
+            raise
+        if problem is not None:
+            await client.aclose()
+            raise EnvServiceError(f"the search service at {client.url} {problem}", url=client.url)
+
+    async def _corpus_problem(self, client: ServiceClient) -> str | None:
+        """Why the service's corpus is not this env's, or None."""
+        if "corpus" in self._service_config:
+            path = self._service_config["corpus"]
+            if not Path(path).is_file():
+                raise FileNotFoundError(
+                    f"corpus file not found: {path} (with service= URL(s), corpus= names a local "
+                    "copy of the served corpus, whose sha256 the service's must match)"
+                )
+            return await self._fingerprint_problem(client, file_sha256(path), path)
+        if self._qa_tasks is not None:
+            return await self._gold_problem(client, self._qa_tasks.values())
+        world = build_world(self.world_config)
+        return await self._fingerprint_problem(
+            client, world.fingerprint, f"world {asdict(self.world_config)}"
+        )
+
+    @staticmethod
+    async def _fingerprint_problem(client: ServiceClient, expected: str, mine: str) -> str | None:
+        stats = await client.get("/stats")
+        served = stats.get("corpus_sha256")
+        if served == expected:
+            return None
+        return (
+            f"serves another corpus ({stats.get('world') or stats.get('source')}, fingerprint "
+            f"{served}) than this env's {mine} (fingerprint {expected}); start it with the "
+            "same corpus or knobs"
+        )
+
+    @staticmethod
+    async def _gold_problem(client: ServiceClient, tasks: Iterable[Task]) -> str | None:
+        """Ids alone prove little (corpora share id schemes such as 0..N), so the gold
+        documents of most sampled tasks must also contain one of their answers."""
+        with_gold = [t for t in tasks if t.gold_doc_ids]
+        sample = with_gold[:: max(1, len(with_gold) // GOLD_CHECK_TASKS)][:GOLD_CHECK_TASKS]
+        ids = sorted({d for t in sample for d in t.gold_doc_ids})
+        if not ids:
+            return None
+        found = (await client.post("/documents", json={"ids": ids}))["result"]
+        docs = {i: doc["contents"].lower() for i, doc in zip(ids, found, strict=True) if doc}
+        missing = [i for i in ids if i not in docs]
+        if missing:
+            return (
+                f"serves another corpus than the QA file's: it lacks {len(missing)} of the "
+                f"{len(ids)} gold documents of {len(sample)} sampled QA tasks (e.g. {missing[:3]})"
             )
+        answered = sum(
+            any(a.lower() in docs[d] for d in t.gold_doc_ids for a in t.golden_answers)
+            for t in sample
+        )
+        if 2 * answered >= len(sample):
+            return None
+        return (
+            f"serves another corpus than the QA file's: its gold documents of only {answered} "
+            f"of {len(sample)} sampled QA tasks contain an answer of the task"
+        )
 
     async def retrieve(self, queries: list[str]) -> list[list[dict[str, Any]]]:
         """One batched Search-R1 ``/retrieve`` call; hits are ``{"document", "score"}``."""
@@ -288,8 +396,9 @@ class SearchEnv(TextEnv):
         )
 
     async def _areset(self, *, seed: int | None, options: dict[str, Any]) -> tuple[str, dict]:
-        task = options.get("task")
-        self.task = self.get_task(task) if task is not None else self._draw_task()
+        task = options.get(TASK_OPTION)
+        split = options.get(SPLIT_OPTION) or self.split
+        self.task = self.get_task(task) if task is not None else self._draw_task(split)
         self._reset_episode()
         await self._connect()
         info = {
@@ -305,8 +414,6 @@ class SearchEnv(TextEnv):
         return observation, info
 
     async def _astep(self, action: str) -> tuple[str, float, bool, bool, dict]:
-        if self.task is None:
-            raise RuntimeError("call reset() before step()")
         last_turn = self.turn >= self.max_turns - 1
         kind, content = parse_action(action)
         valid = kind == "answer" or (kind == "search" and bool(content) and not last_turn)

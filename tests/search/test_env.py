@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import agentenv
+from agentenv.envs import BUILTIN_ENVS
 from agentenv.envs.search import expert
 from agentenv.envs.search.env import (
     INVALID_ACTION_HINT,
@@ -41,7 +42,7 @@ def first_query(task) -> str:
     return f"<search>{task.start} {RELATIONS[task.chain[0]].keywords}</search>"
 
 
-@pytest.mark.parametrize("env_id", [e.id for e in agentenv.list_envs()])
+@pytest.mark.parametrize("env_id", BUILTIN_ENVS)
 def test_check_env_passes_for_every_registered_env(env_id: str) -> None:
     env = gymnasium.make(f"agentenv/{env_id}")
     check_env(env.unwrapped, skip_render_check=False)

@@ -1,8 +1,13 @@
 """The ``agentenv`` command.
 
-Subcommands: ``list``, ``info``, ``play``, ``serve``, ``eval``, ``serve-policy``,
+Subcommands: ``list``, ``info``, ``check``, ``play``, ``serve``, ``eval``, ``serve-policy``,
 ``models prepare``, ``sft``, ``train``, ``report`` and ``quickstart`` (the README's main job).
 Heavy imports (torch, transformers) happen inside the subcommands that need them.
+
+Global options: ``--import MODULE`` (repeatable) imports a module that registers envs, and
+``--debug`` shows the traceback of any error. Without it an error is one message on stderr:
+configuration and usage errors exit with :data:`EXIT_USAGE`, anything unexpected with
+:data:`EXIT_FAILURE` (as does a failed ``agentenv check``).
 """
 
 from __future__ import annotations
@@ -10,15 +15,43 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from agentenv.check import BAD_ACTIONS, MAX_STEPS, check_env
+from agentenv.env import EnvContractError
+from agentenv.registry import import_env_module
+from agentenv.rollout import EpisodesFailedError
+from agentenv.service import EnvServiceError
+
 console = Console(width=None if sys.stdout.isatty() else 160)
+
+EXIT_FAILURE = 1
+"""Exit status of an unexpected error, and of an ``agentenv check`` that found failures."""
+EXIT_USAGE = 2
+"""Exit status of a configuration or usage error (as argparse uses for bad arguments)."""
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValidationError,
+    ValueError,
+    KeyError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+    EnvServiceError,
+    EnvContractError,
+    yaml.YAMLError,
+)
+"""Errors that a configuration, an argument or the user's env caused: reported without a
+traceback, exit :data:`EXIT_USAGE` (agentenv's own errors — ConfigError, DataFormatError,
+PolicySpecError, UnknownEnvError, PlanError — derive from ValueError or KeyError)."""
 
 
 def _parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -28,7 +61,11 @@ def _parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SystemExit(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value) if value else ""
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise SystemExit(f"{flag} {item!r}: the value is not valid YAML ({problem})") from exc
     return out
 
 
@@ -81,6 +118,21 @@ def cmd_info(args: argparse.Namespace) -> None:
         console.print(reset_info.get("system_prompt", ""), markup=False)
     finally:
         env.close()
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    """Run :func:`agentenv.check.check_env` and print its table; exit 1 if a check failed."""
+    report = check_env(
+        args.env,
+        env_kwargs=_parse_assignments(args.env_arg, "--env-arg"),
+        seed=args.seed,
+        bad_actions=args.bad_actions,
+        max_steps=args.max_steps,
+    )
+    console.print(report.table())
+    console.print(report.summary())
+    if not report.passed:
+        sys.exit(EXIT_FAILURE)
 
 
 def cmd_play(args: argparse.Namespace) -> None:
@@ -149,8 +201,17 @@ def _rollout_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from agentenv.evaluate import Suite, SuiteEntry, evaluate, load_suite, summary_table
-    from agentenv.policies.specs import load_policy, load_tokenizer
+    from agentenv.evaluate import (
+        Suite,
+        SuiteEntry,
+        error_reasons,
+        error_table,
+        evaluate,
+        load_suite,
+        summary_table,
+    )
+    from agentenv.models import load_tokenizer
+    from agentenv.policies.specs import load_policy
 
     if bool(args.env) == bool(args.suite):
         raise SystemExit("agentenv eval: give exactly one of --env ENV or --suite SUITE")
@@ -161,7 +222,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
                 entry.n = args.n
     else:
         env_kwargs = _parse_assignments(args.env_arg, "--env-arg")
-        suite = Suite(args.env, [SuiteEntry(args.env, env_kwargs, args.split, args.n or 50)])
+        suite = Suite(args.env, [SuiteEntry(args.env, env_kwargs, args.split, args.n)])
     policy_kwargs = {"tokenizer": load_tokenizer(args.tokenizer)} if args.tokenizer else {}
     policy = load_policy(args.policy, **policy_kwargs)
 
@@ -178,6 +239,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
     console.print(summary_table(result.summaries, args.k, title=f"{args.policy} on {suite.name}"))
     if args.out:
         console.print(f"results: {Path(args.out) / 'results.jsonl'}")
+    reasons = error_reasons(result.rows)
+    if reasons:
+        console.print(error_table(reasons))
+    if result.error_rate > args.max_error_rate:
+        print(
+            f"agentenv eval: {result.error_rate:.1%} of the episodes errored "
+            f"(more than --max-error-rate {args.max_error_rate:g}); see the reasons above",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 def cmd_serve_policy(args: argparse.Namespace) -> None:
@@ -232,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentenv", description="Multi-turn text environments and RL for LLM agents"
     )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it registers envs); looked up in the current directory too",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="list environments and services")
@@ -240,6 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="protocol, reward and knobs of an environment")
     p.add_argument("env")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("check", help="check that an environment keeps the TextEnv contract")
+    p.add_argument("env", help="env id, or module:Class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bad-actions", type=int, default=BAD_ACTIONS, metavar="N")
+    p.add_argument(
+        "--max-steps", type=int, default=MAX_STEPS, metavar="N", help="bound of an episode"
+    )
+    p.add_argument("--env-arg", action="append", metavar="KEY=VALUE", help="env constructor kwarg")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("play", help="play an environment by hand in the terminal")
     p.add_argument("env")
@@ -263,9 +353,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", required=True, help="path | tiny | smollm2 | openai:URL#model | expert | random"
     )
     p.add_argument("--tokenizer", help="tokenizer folder or spec for an openai: policy")
-    p.add_argument("-n", type=int, default=None, help="tasks per env (default: the suite's, or 50)")
+    p.add_argument(
+        "-n",
+        type=int,
+        default=None,
+        help="tasks per env (default: the suite's; else all tasks of a finite split, or 50)",
+    )
     p.add_argument("-k", type=int, default=1, help="samples per task (pass@k)")
-    p.add_argument("--split", default="test")
+    p.add_argument(
+        "--split", default=None, help="split to play (default: the env's 'test' split, if any)"
+    )
+    p.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.0,
+        help="exit non-zero when more than this share of episodes errored (default 0)",
+    )
     p.add_argument("--env-arg", action="append", metavar="KEY=VALUE")
     p.add_argument("--out", help="folder for results.jsonl, metadata.json, summary.png")
     p.add_argument("--resume", action="store_true", help="re-run only missing or errored episodes")
@@ -310,9 +413,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(exc: BaseException) -> str:
+    """What ``agentenv`` prints for a user error: the message, with each key path of a pydantic
+    error, and the file name of a file error."""
+    if isinstance(exc, ValidationError):
+        lines = [f"invalid {exc.title}:"]
+        for err in exc.errors():
+            path = ".".join(str(part) for part in err["loc"]) or "<root>"
+            lines.append(f"  {path}: {err['msg']}")
+        return "\n".join(lines)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, yaml.YAMLError):
+        return f"invalid YAML: {exc}"
+    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    if " " not in message.strip():  # a bare key or value says nothing without its type
+        return f"{type(exc).__name__}: {message}"
+    return message
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def _importable_here() -> None:
+    """Put the current directory on the import path, as ``python -m agentenv`` does, so
+    ``--import MODULE`` and ``module:Class`` ids find modules next to the user."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    _importable_here()
     try:
+        for module in args.imports:
+            import_env_module(module)
         args.func(args)
     except KeyboardInterrupt:
         sys.exit(130)
+    except SystemExit as exc:
+        if args.debug or not isinstance(exc.code, str):
+            raise
+        _fail(exc.code, EXIT_USAGE)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        _fail(error_message(exc), EXIT_USAGE)
+    except EpisodesFailedError as exc:
+        if args.debug:
+            raise
+        _fail(str(exc), EXIT_FAILURE)
+    except Exception as exc:
+        if args.debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        _fail(
+            f"{type(exc).__name__}: {first}\n(unexpected: run with --debug for the traceback)",
+            EXIT_FAILURE,
+        )

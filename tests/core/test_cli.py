@@ -8,17 +8,28 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 AGENTENV = [sys.executable, "-m", "agentenv"]
+HERE = Path(__file__).parent
+"""Holds broken_envs.py: ``broken_envs:Class`` ids resolve from this folder."""
 
 
-def run(*args: str, input: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+def run(
+    *args: str, input: str | None = None, timeout: float = 180, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run(
-        [*AGENTENV, *args], input=input, capture_output=True, text=True, timeout=timeout, env=env
+        [*AGENTENV, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
     )
 
 
@@ -95,4 +106,57 @@ def test_serve_search_speaks_search_r1_protocol():
 
 def test_bad_assignment_flag_is_explained():
     out = run("eval", "--env", "search-v0", "--policy", "expert", "--env-arg", "oops")
-    assert out.returncode != 0 and "KEY=VALUE" in out.stderr
+    assert out.returncode == 2
+    assert out.stderr == "error: --env-arg expects KEY=VALUE, got 'oops'\n"
+
+
+def test_import_registers_the_envs_of_a_module():
+    out = run("--import", "broken_envs", "list", cwd=HERE)
+    assert out.returncode == 0, out.stderr
+    assert "guess-v0" in out.stdout
+    assert "guess-v0" not in run("list", cwd=HERE).stdout
+
+
+def _user_error_cases(tmp_path: Path, dead_url: str) -> list[tuple[tuple[str, ...], str]]:
+    (tmp_path / "broken.yaml").write_text("envs: [\n")
+    (tmp_path / "typo.yaml").write_text("optim: {lrr: 0.1}\n")
+    return [
+        (("info", "serch-v0"), "unknown env id 'serch-v0'. Did you mean: search-v0?"),
+        (("--import", "no_such_module_xyz", "list"), "no module named 'no_such_module_xyz'"),
+        (("info", "broken_envs:Nope"), "no attribute 'Nope' (TextEnv subclasses in it: GoodEnv,"),
+        (("info", "broken_envs:PROMPT"), "is not a TextEnv subclass (it is a str object)"),
+        (("play", "search-v0", "--env-arg", "nope=1"), "takes no argument 'nope'; its arguments"),
+        (("play", "search-v0", "--env-arg", "topk=[1,"), "the value is not valid YAML"),
+        (
+            ("check", "broken_envs:StrictKnobs", "--env-arg", "size=-3"),
+            "invalid _Knobs:\n  size: Input should be greater than 0",
+        ),
+        (("play", "broken_envs:ForgetsTaskId"), "ForgetsTaskId.reset returned no task_id"),
+        (("play", "search-v0", "--env-arg", f"service={dead_url}"), dead_url),
+        (("eval", "--suite", str(tmp_path / "broken.yaml"), "--policy", "random"), "invalid YAML"),
+        (("eval", "--suite", "no-such-suite", "--policy", "random"), "no suite file"),
+        (("train", str(tmp_path / "typo.yaml")), "optim.lrr: unknown key"),
+    ]
+
+
+def test_user_errors_print_one_message_and_exit_2(tmp_path):
+    dead_url = f"http://127.0.0.1:{_free_port()}"
+    for args, message in _user_error_cases(tmp_path, dead_url):
+        out = run(*args, input="", cwd=HERE)
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stderr.startswith("error: ") and message in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr, args
+
+
+def test_unexpected_errors_hint_at_debug_which_shows_the_traceback():
+    out = run("info", "broken_envs:CrashesOnBuild", cwd=HERE)
+    assert out.returncode == 1
+    assert out.stderr == (
+        "error: RuntimeError: boom while building\n"
+        "(unexpected: run with --debug for the traceback)\n"
+    )
+    out = run("--debug", "info", "broken_envs:CrashesOnBuild", cwd=HERE)
+    assert out.returncode == 1
+    assert "Traceback" in out.stderr and "RuntimeError: boom while building" in out.stderr
+    out = run("--debug", "info", "serch-v0")
+    assert "Traceback" in out.stderr and "UnknownEnvError" in out.stderr

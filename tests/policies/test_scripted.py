@@ -1,12 +1,16 @@
-"""ScriptedPolicy and RandomPolicy over the search env's expert, and spec parsing."""
+"""ScriptedPolicy and RandomPolicy over the search env's expert, the generic random baseline of
+an env without one, and spec parsing."""
 
 from __future__ import annotations
 
+import re
 import types
 
+import numpy as np
 import pytest
 
 import agentenv
+from agentenv.env import TextEnv
 from agentenv.policies import EpisodeContext, SamplingParams
 from agentenv.policies.hf import HFPolicy
 from agentenv.policies.openai import OpenAIPolicy
@@ -15,10 +19,29 @@ from agentenv.policies.scripted import (
     RandomPolicy,
     ScriptedPolicy,
     expert_module,
+    generic_random_action,
+    protocol_tags,
 )
 from agentenv.policies.specs import PolicySpecError, load_policy
 
 ENV = "search-v0"
+NO_EXPERT = "say-no-expert-test-v0"
+SAY_CHAT = [
+    {"role": "system", "content": "Say the next number between <say> and </say>."},
+    {"role": "user", "content": "Count down from seven."},
+]
+
+
+class SayEnv(TextEnv):
+    """An env registered without an expert module (only its registry entry is used here)."""
+
+
+@pytest.fixture(scope="module")
+def no_expert_env() -> str:
+    """Registered at test time, not import time: collection-time registry listings stay as
+    they are."""
+    agentenv.register(NO_EXPERT, f"{__name__}:SayEnv")
+    return NO_EXPERT
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +158,40 @@ def test_bad_specs_list_the_accepted_forms(spec, why):
 def test_folder_without_config_is_rejected(tmp_path):
     with pytest.raises(PolicySpecError, match="holds no config.json"):
         load_policy(str(tmp_path))
+
+
+def test_protocol_tags_are_the_closed_ones_in_order():
+    text = "Use <search> q </search> or <answer> a </answer>; <information> comes back </b>"
+    assert protocol_tags(text) == ["search", "answer"]
+
+
+async def test_random_policy_without_an_expert_is_generic_and_seeded(tokenizer, no_expert_env):
+    contexts = [EpisodeContext(no_expert_env, 7, SAY_CHAT) for _ in range(3)]
+
+    async def texts(policy: RandomPolicy) -> list[str]:
+        return [
+            c.text
+            for seed in range(20)
+            for c in await policy.generate([[1]] * 3, SamplingParams(seed=seed), contexts=contexts)
+        ]
+
+    actions = await texts(RandomPolicy(tokenizer=tokenizer))
+    assert actions == await texts(load_policy(f"random:{no_expert_env}", tokenizer=tokenizer))
+    assert len(set(actions)) > 30
+    words = set(re.findall(r"\w+", " ".join(m["content"] for m in SAY_CHAT)))
+    tagged = [a for a in actions if a.startswith("<say> ") and a.endswith(" </say>")]
+    assert len(tagged) > 10 and all(set(a[6:-7].split()) <= words for a in tagged)
+    assert any(a.split() and set(a.split()) <= words for a in actions if a not in tagged)
+    with pytest.raises(ValueError, match="registers no expert module"):
+        ScriptedPolicy(no_expert_env, tokenizer)
+
+
+def test_generic_random_action_without_tags_is_words_or_junk():
+    chat = [{"role": "system", "content": "Reply in words."}, {"role": "user", "content": "hi"}]
+    rng = np.random.default_rng(0)
+    actions = [generic_random_action(chat, rng) for _ in range(100)]
+    rng = np.random.default_rng(0)
+    assert actions == [generic_random_action(chat, rng) for _ in range(100)]
+    bare = [a for a in actions if a and set(a.split()) <= {"Reply", "in", "words", "hi"}]
+    assert 75 <= len(bare) < 100  # 90% words, 10% junk
+    assert not any(re.fullmatch(r"<(\w+)> .* </\1>", a) for a in actions)

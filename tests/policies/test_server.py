@@ -4,7 +4,6 @@ OpenAIPolicy; LoRA hot-loading through /v1/load_lora_adapter."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 
 import httpx
@@ -17,6 +16,7 @@ from agentenv.policies import SamplingParams
 from agentenv.policies.hf import HFPolicy
 from agentenv.policies.openai import OpenAIPolicy, PolicyServerError
 from agentenv.service import LocalServer
+from tests.http_probe import declare_body
 
 FACTORY = "agentenv.policies.server:create_app_from_spec"
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
@@ -292,22 +292,6 @@ def test_bad_requests_get_a_400_naming_the_field(server, change, field):
     )
     assert response.status_code == 400, response.text[:300]
     assert field in response.json()["error"]["message"]
-
-
-def declare_body(url: str, path: str, length: int) -> tuple[int, bytes]:
-    """POST only headers declaring a ``length``-byte body: the status and body of the answer,
-    which has to come before any byte of the body is sent."""
-    parsed = httpx.URL(url)
-    connection = http.client.HTTPConnection(parsed.host, parsed.port, timeout=60)
-    try:
-        connection.putrequest("POST", path)
-        connection.putheader("Content-Type", "application/json")
-        connection.putheader("Content-Length", str(length))
-        connection.endheaders()
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def test_rows_and_body_size_are_capped(tiny_path):

@@ -3,7 +3,6 @@ index cache, corpus files, and retrieval quality for the expert's queries."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import signal
@@ -24,6 +23,7 @@ from agentenv.envs.search.tasks import (
     save_corpus,
 )
 from agentenv.service import EnvServiceError, LocalServer, ServiceClient, shared_app
+from tests.http_probe import declare_body
 
 FACTORY = "agentenv.envs.search.server:create_app"
 ODD_QUERIES = [
@@ -330,22 +330,6 @@ def http_server():
     """A uvicorn server on 127.0.0.1 over a small world, with a 4,000-byte body limit."""
     with LocalServer(FACTORY, {"num_entities": 100, "max_body_bytes": 4000}) as server:
         yield server
-
-
-def declare_body(url: str, path: str, length: int) -> tuple[int, bytes]:
-    """POST only headers declaring a ``length``-byte body: the status and body of the answer,
-    which has to come before any byte of the body is sent."""
-    parsed = httpx.URL(url)
-    connection = http.client.HTTPConnection(parsed.host, parsed.port, timeout=60)
-    try:
-        connection.putrequest("POST", path)
-        connection.putheader("Content-Type", "application/json")
-        connection.putheader("Content-Length", str(length))
-        connection.endheaders()
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def test_large_bodies_are_refused_before_they_are_read(http_server) -> None:

@@ -176,7 +176,8 @@ def cmd_play(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from agentenv.service import serve, service_spec
+    from agentenv.launch import serve
+    from agentenv.service import service_spec
 
     spec = service_spec(args.name)
     config = _parse_assignments(args.option, "--option")

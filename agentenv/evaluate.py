@@ -33,11 +33,11 @@ import yaml
 
 from agentenv import DISTRIBUTION
 from agentenv.jsonl import iter_jsonl
+from agentenv.launch import service_scope
 from agentenv.planner import TaskSource, eval_episodes, probe_all
 from agentenv.policies.base import Policy
 from agentenv.registry import env_info
 from agentenv.rollout import EpisodeRequest, RolloutConfig, RolloutEngine
-from agentenv.service import service_scope
 from agentenv.trajectory import Trajectory
 
 TEST_SEED_OFFSET = 1_000_000
@@ -254,7 +254,7 @@ async def evaluate(
 
     Every env is probed first (:func:`probe_suite`), so a suite that cannot run fails before
     anything is written. Services launched locally (``service="local"``) are shared by all the
-    episodes and stopped at the end (:func:`agentenv.service.service_scope`).
+    episodes and stopped at the end (:func:`agentenv.launch.service_scope`).
     """
     start = time.perf_counter()
     async with service_scope():

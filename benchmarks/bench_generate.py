@@ -28,11 +28,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from agentenv.launch import LocalServer
 from agentenv.models import tiny
 from agentenv.policies.base import SamplingParams
 from agentenv.policies.hf import HFPolicy, default_dtype
 from agentenv.policies.openai import OpenAIPolicy
-from agentenv.service import LocalServer
 
 SHAPES: dict[str, dict[str, Any]] = {
     "tiny": {},

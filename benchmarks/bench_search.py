@@ -36,7 +36,7 @@ from agentenv.envs.search import expert
 from agentenv.envs.search.env import SERVICE_FACTORY, SearchEnv
 from agentenv.envs.search.server import BM25Index
 from agentenv.envs.search.tasks import RELATIONS, WorldConfig, build_world
-from agentenv.service import LocalServer
+from agentenv.launch import LocalServer
 
 
 def expert_queries(world, n: int) -> list[str]:

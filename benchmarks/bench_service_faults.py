@@ -36,9 +36,10 @@ from rich.table import Table
 
 from agentenv.envs.search.env import SERVICE_FACTORY
 from agentenv.envs.search.server import create_app
+from agentenv.launch import LocalServer, service_scope
 from agentenv.policies.scripted import ScriptedPolicy
 from agentenv.rollout import EpisodeRequest, RolloutEngine
-from agentenv.service import DEFAULT_TIMEOUT, LocalServer, service_scope
+from agentenv.service import DEFAULT_TIMEOUT
 
 BEFORE = {
     "commit": "0a42e81",
@@ -52,7 +53,7 @@ BEFORE = {
     },
     "stalled": {"episodes": 128, "wall_s": 242.87, "timeout_s": 30.0, "not_sent": 0},
 }
-SERVER_MARK = "agentenv.service import main"  # in the command line of every LocalServer child
+SERVER_MARK = "agentenv.launch import main"  # in the command line of every LocalServer child
 
 
 def service_pids() -> list[int]:

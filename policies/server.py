@@ -488,7 +488,7 @@ def create_app_from_spec(
     max_rows: int = MAX_ROWS,
     **policy_kwargs: Any,
 ) -> FastAPI:
-    """App factory for :class:`agentenv.service.LocalServer` and ``uvicorn --factory``.
+    """App factory for :class:`agentenv.launch.LocalServer` and ``uvicorn --factory``.
 
     ``spec`` is a policy spec that loads an :class:`HFPolicy` (a model folder, ``tiny``,
     ``smollm2``); ``max_body_bytes`` and ``max_rows`` go to :func:`create_app`,

@@ -48,14 +48,9 @@ from agentenv.envs.search.tasks import (
     file_sha256,
     load_qa_splits,
 )
+from agentenv.launch import connect
 from agentenv.rewards.outcome import exact_match, f1_score, search_r1_format_score
-from agentenv.service import (
-    DEFAULT_TIMEOUT,
-    EnvServiceError,
-    RetryPolicy,
-    ServiceClient,
-    connect,
-)
+from agentenv.service import DEFAULT_TIMEOUT, EnvServiceError, RetryPolicy, ServiceClient
 
 SERVICE_FACTORY = "agentenv.envs.search.server:create_app"
 INVALID_ACTION_HINT = (
@@ -137,7 +132,7 @@ class SearchEnv(TextEnv):
     Args:
         service: where the retriever runs: ``None`` (in-process, shared by envs of the same
             world), ``"local"`` (a uvicorn subprocess on 127.0.0.1, one per world, shared by
-            the envs of the current :func:`agentenv.service.service_scope` and stopped with
+            the envs of the current :func:`agentenv.launch.service_scope` and stopped with
             it), or base URL(s) of ``agentenv serve search`` (a comma-separated string or a
             list; round-robin).
         split: ``"train"`` or ``"test"``: the split the seed draws from when reset gets no

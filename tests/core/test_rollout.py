@@ -254,8 +254,8 @@ async def test_killing_the_search_service_mid_rollout_errors_only_unfinished_epi
     import time
 
     from agentenv.envs.search.env import SERVICE_FACTORY
+    from agentenv.launch import LocalServer
     from agentenv.policies.scripted import ScriptedPolicy
-    from agentenv.service import LocalServer
 
     server = LocalServer(SERVICE_FACTORY, {}).start()
     policy = ScriptedPolicy()

@@ -17,16 +17,8 @@ import httpx
 import pytest
 
 from agentenv import EnvServiceError
-from agentenv.service import (
-    BreakerRegistry,
-    LocalServer,
-    RetryPolicy,
-    ServiceClient,
-    connect,
-    current_pool,
-    service_scope,
-    shared_app,
-)
+from agentenv.launch import LocalServer, connect, current_pool, service_scope
+from agentenv.service import BreakerRegistry, RetryPolicy, ServiceClient, shared_app
 
 FACTORY = "service_app:create_app"
 HERE = Path(__file__).parent
@@ -150,7 +142,7 @@ def test_local_server_dies_with_its_parent(tmp_path):
     script.write_text(
         "import sys, time\n"
         f"sys.path.insert(0, {str(HERE)!r})\n"
-        "from agentenv.service import LocalServer\n"
+        "from agentenv.launch import LocalServer\n"
         f"s = LocalServer({FACTORY!r}).start()\n"
         "print(s.process.pid, flush=True)\n"
         "time.sleep(60)\n"
@@ -227,7 +219,7 @@ def test_servers_launched_outside_a_scope_stop_at_interpreter_exit(tmp_path):
     script.write_text(
         "import asyncio, sys\n"
         f"sys.path.insert(0, {str(HERE)!r})\n"
-        "from agentenv.service import connect\n"
+        "from agentenv.launch import connect\n"
         "async def main():\n"
         f"    client = await connect({FACTORY!r}, 'local')\n"
         "    print((await client.post('/echo', {}))['pid'], flush=True)\n"

@@ -16,14 +16,8 @@ import pytest
 
 from agentenv import EnvServiceError
 from agentenv.env import TextEnv
-from agentenv.service import (
-    LocalServer,
-    RetryPolicy,
-    ServiceClient,
-    build_app,
-    connect,
-    service_scope,
-)
+from agentenv.launch import LocalServer, connect, service_scope
+from agentenv.service import RetryPolicy, ServiceClient, build_app
 from agentenv.sessions import ServiceSession
 
 FACTORY = "service_app:create_session_app"
@@ -277,7 +271,7 @@ def test_sessions_left_open_at_interpreter_exit_raise_nothing(tmp_path) -> None:
     script.write_text(
         "import asyncio, sys\n"
         f"sys.path.insert(0, {str(HERE)!r})\n"
-        "from agentenv.service import connect\n"
+        "from agentenv.launch import connect\n"
         "from agentenv.sessions import ServiceSession\n"
         "kept = []\n"
         "async def main():\n"

@@ -12,10 +12,10 @@ import openai
 import pytest
 import torch
 
+from agentenv.launch import LocalServer
 from agentenv.policies import SamplingParams
 from agentenv.policies.hf import HFPolicy
 from agentenv.policies.openai import OpenAIPolicy, PolicyServerError
-from agentenv.service import LocalServer
 from tests.http_probe import declare_body
 
 FACTORY = "agentenv.policies.server:create_app_from_spec"

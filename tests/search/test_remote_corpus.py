@@ -15,7 +15,7 @@ from agentenv.envs.search.tasks import (
     save_corpus,
     save_qa,
 )
-from agentenv.service import LocalServer
+from agentenv.launch import LocalServer
 
 WORLD_A = WorldConfig(seed=21, num_entities=100)
 WORLD_B = WorldConfig(seed=22, num_entities=100)

@@ -22,7 +22,8 @@ from agentenv.envs.search.tasks import (
     build_world,
     save_corpus,
 )
-from agentenv.service import EnvServiceError, LocalServer, ServiceClient, shared_app
+from agentenv.launch import LocalServer
+from agentenv.service import EnvServiceError, ServiceClient, shared_app
 from tests.http_probe import declare_body
 
 FACTORY = "agentenv.envs.search.server:create_app"

@@ -14,9 +14,9 @@ import pytest
 
 from agentenv import EnvServiceError
 from agentenv.envs.search.env import SERVICE_FACTORY, SearchEnv
+from agentenv.launch import LocalServer, service_scope
 from agentenv.policies.scripted import ScriptedPolicy
 from agentenv.rollout import EpisodeRequest, RolloutEngine
-from agentenv.service import LocalServer, service_scope
 
 
 @pytest.fixture(scope="module")

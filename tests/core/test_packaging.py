@@ -16,7 +16,7 @@ def test_wheel_installs_and_imports_outside_the_source_tree(tmp_path):
          "-q", "-w", str(wheels)],
         check=True, capture_output=True,
     )  # fmt: skip
-    (wheel,) = wheels.glob("agentenv-*.whl")
+    (wheel,) = wheels.glob("rl_agentenv-*.whl")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
         check=True, capture_output=True,
@@ -26,6 +26,8 @@ def test_wheel_installs_and_imports_outside_the_source_tree(tmp_path):
         "agentenv.rewards.advantages, agentenv.train.config\n"
         "from agentenv.evaluate import load_suite\n"
         "assert load_suite('core').entries\n"
+        "from importlib.metadata import version\n"
+        "assert agentenv.DISTRIBUTION == 'rl-agentenv' and agentenv.__version__ == version('rl-agentenv')\n"
         "print(agentenv.__file__)\n"
     )
     out = subprocess.run(

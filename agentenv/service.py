@@ -38,7 +38,12 @@ import httpx
 from fastapi import FastAPI
 from gymnasium.envs.registration import load_env_creator
 
+from agentenv.limits import BodyLimit
+
 IN_PROCESS_URL = "http://in-process"
+
+MAX_BODY_BYTES = 1 << 20
+"""Default cap on a service's request bodies (1 MiB); a family with bigger requests raises it."""
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds one attempt of a service call may take.
@@ -71,13 +76,17 @@ def service_app(
     version: str = "0",
     health: Callable[[], dict[str, Any]] | None = None,
     lifespan: Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """A FastAPI app with the conventions every agentenv service shares.
 
     ``GET /health`` answers ``{"status": "ok", "service": name}`` plus what ``health()`` returns
     (e.g. session counts). ``lifespan`` is FastAPI's: run at server start-up and shutdown.
+    Request bodies over ``max_body_bytes`` are refused with HTTP 413 before anything parses
+    them (:class:`agentenv.limits.BodyLimit`).
     """
     app = FastAPI(title=f"agentenv {name} service", version=version, lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     @app.get("/health")
     async def health_route() -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
 
-from agentenv.service import EnvServiceError, ServiceClient, service_app
+from agentenv.service import MAX_BODY_BYTES, EnvServiceError, ServiceClient, service_app
 
 StateT = TypeVar("StateT")
 SessionCall = Callable[[StateT, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -45,8 +45,6 @@ MAX_SESSIONS = 1024
 IDLE_TIMEOUT = 600.0
 """Default idle seconds before a session is reaped: far above the time a policy takes to
 generate one turn, short enough that sessions of crashed clients do not pile up."""
-MAX_BODY_BYTES = 1 << 20
-"""Default cap on a session request's body."""
 _REAPED_MEMORY = 65536  # reaped ids remembered, to tell "reaped" from "unknown"
 
 
@@ -239,20 +237,10 @@ class SessionStore(Generic[StateT]):
         }
 
 
-async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The request's JSON object body (``{}`` if empty), read up to ``max_bytes`` (else 413)."""
-    too_big = HTTPException(
-        status_code=413,
-        detail=f"request body over this service's cap of {max_bytes:,} bytes (max_body_bytes)",
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise too_big
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_big
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON object body (``{}`` if empty); its size is capped by the app's
+    :class:`~agentenv.limits.BodyLimit`."""
+    body = await request.body()
     if not body:
         return {}
     try:
@@ -279,25 +267,27 @@ def session_app(
     returned app.
     """
     store = SessionStore(name, backend, max_sessions=max_sessions, idle_timeout=idle_timeout)
-    app = service_app(name, version=version, health=store.health, lifespan=store.lifespan)
+    app = service_app(
+        name,
+        version=version,
+        health=store.health,
+        lifespan=store.lifespan,
+        max_body_bytes=max_body_bytes,
+    )
     app.state.sessions = store
 
     @app.post("/sessions")
     async def open_session(request: Request) -> dict[str, str]:
-        options = await read_json_object(request, max_body_bytes)
+        options = await read_json_object(request)
         return {"session_id": await store.create(options)}
 
     @app.post("/sessions/{session_id}/reset")
     async def reset(session_id: str, request: Request) -> dict[str, Any]:
-        return await store.call(
-            session_id, backend.reset, await read_json_object(request, max_body_bytes)
-        )
+        return await store.call(session_id, backend.reset, await read_json_object(request))
 
     @app.post("/sessions/{session_id}/step")
     async def step(session_id: str, request: Request) -> dict[str, Any]:
-        return await store.call(
-            session_id, backend.step, await read_json_object(request, max_body_bytes)
-        )
+        return await store.call(session_id, backend.step, await read_json_object(request))
 
     @app.delete("/sessions/{session_id}")
     async def close(session_id: str) -> dict[str, str]:

@@ -47,7 +47,6 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, model_v
 
 from agentenv.cache import cache_root
 from agentenv.envs.search.tasks import Doc, WorldConfig, build_world, file_sha256, iter_corpus
-from agentenv.limits import BodyLimit
 from agentenv.service import service_app
 
 INDEX_VERSION = 2
@@ -338,8 +337,7 @@ def create_app(
         raise ValueError(f"topk must be in [0, max_topk={max_topk}], got {topk}")
     world = WorldConfig(seed, num_entities, distractors, test_fraction)
     index, key, world_json = _load_index(corpus, world, cache_dir)
-    app = service_app("search")
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app = service_app("search", max_body_bytes=limits.max_body_bytes)
     app.exception_handler(RequestValidationError)(_invalid_request)
     app.state.index = index
     lock = threading.Lock()

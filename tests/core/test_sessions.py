@@ -143,7 +143,7 @@ async def test_idle_sessions_are_reaped_busy_ones_are_not(open_service) -> None:
 async def test_request_bodies_are_capped_and_must_be_objects(open_service) -> None:
     client = await open_service(max_body_bytes=4096)
     session = await ServiceSession.open(client)
-    with pytest.raises(EnvServiceError, match=r"HTTP 413.*cap of 4,096 bytes"):
+    with pytest.raises(EnvServiceError, match=r"HTTP 413.*the limit is max_body_bytes=4096"):
         await session.step({"add": 1, "pad": "x" * 5000})
     with pytest.raises(EnvServiceError, match=r"HTTP 422.*JSON object"):
         await client.request("POST", f"{session.path}/step", json=[1, 2])

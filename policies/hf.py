@@ -9,6 +9,21 @@ and seed; rows that finish leave the batch (their cache rows are dropped) and ne
 Weights are read from :attr:`HFPolicy.model` at every batch (no copies), so a trainer that
 updates the module in place is seen by the next batch. Hold :attr:`HFPolicy.weights_lock` while
 changing weights: every generation batch and scoring chunk runs under it.
+
+Batch invariance (``batch_invariant``, on by default on CPU): which requests share a batch depends
+on when they arrive, so a row's tokens and logprobs must not depend on its batch-mates, or two runs
+with the same seeds differ. Two things made them depend on it, measured on the tiny model:
+
+- matrix products: MKL picks its kernel by the number of rows, so a row of ``x @ W`` changes in
+  the last bits with the batch size (and with the padded width, which multiplies the rows of a
+  prefill). MKL's strict conditional numerical reproducibility (``MKL_CBWR=AUTO,STRICT``, set
+  below unless the environment sets it; MKL reads it at its first call) computes every row alike;
+- attention over left padding: the kernels' reductions over keys group a row's keys differently
+  when its padding changes. :func:`rowwise_attention` runs each run of equally padded rows as
+  one unpadded SDPA call, so a row attends exactly as it would alone.
+
+Sampling is per row: a row's uniform at its k-th token is hash(row seed, k), and top-p/top-k
+truncation applies to the rows that ask for it only.
 """
 
 from __future__ import annotations
@@ -21,6 +36,7 @@ import queue
 import re
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +44,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from agentenv.policies.base import (
     Completion,
@@ -37,8 +56,13 @@ from agentenv.policies.base import (
     score_pairs,
 )
 
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
 SCORE_LOGITS_BUDGET = 1 << 28
 """Max float32 logits (rows x continuation tokens x vocab) materialised per scoring chunk."""
+
+ROWWISE_ATTENTION = "agentenv_rowwise_sdpa"
+"""Attention implementation name of :func:`rowwise_attention` (plain SDPA without row paddings)."""
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -53,13 +77,15 @@ def _mix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def row_uniforms(row_seeds: np.ndarray, step: int) -> np.ndarray:
-    """One uniform in [0, 1) per row for decoding step ``step``: hash(row seed, step).
+def row_uniforms(row_seeds: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """One uniform in [0, 1) per row for the token each row generates next: hash(row seed, k),
+    k = ``positions`` (tokens the row has generated so far).
 
-    Counter-based, so a seeded row samples the same tokens whatever else shares its batch.
+    Counter-based and keyed by the row's own count, so a seeded row samples the same tokens
+    whatever else shares its batch and whenever it joined it.
     """
     with np.errstate(over="ignore"):
-        x = _mix64(row_seeds + np.uint64(step + 1) * _GOLDEN)
+        x = _mix64(row_seeds + (positions.astype(np.uint64) + np.uint64(1)) * _GOLDEN)
     return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
@@ -82,8 +108,10 @@ def sample_tokens(
     """Sample one token per row; return ``(tokens, log π(token))`` under the raw distribution.
 
     Rows with ``temperature == 0`` take the argmax. Others sample by inverse CDF from
-    softmax(logits / T), restricted to the ``top_k`` most likely tokens (0 = all) and to the
-    smallest prefix of the sorted distribution whose mass reaches ``top_p``.
+    softmax(logits / T) in vocabulary order; rows that truncate sample by inverse CDF over the
+    distribution sorted by probability, restricted to the ``top_k`` most likely tokens (0 = all)
+    and to the smallest prefix whose mass reaches ``top_p``. Every step is row-wise, so a row's
+    token depends on its own logits, settings and uniform only.
     """
     logits = logits.float()
     raw_logprobs = torch.log_softmax(logits, dim=-1)
@@ -91,19 +119,99 @@ def sample_tokens(
     if bool((temperature == 0).all()):
         return greedy, raw_logprobs.gather(-1, greedy[:, None])[:, 0]
     probs = torch.softmax(logits / temperature.clamp(min=1e-6)[:, None], dim=-1)
-    order = None
-    if bool(((top_p < 1) | (top_k > 0)).any()):
-        probs, order = probs.sort(dim=-1, descending=True)
+    sampled = _inverse_cdf(probs, uniforms)
+    truncates = (top_p < 1) | (top_k > 0)
+    if bool(truncates.any()):
+        ranked, order = probs.sort(dim=-1, descending=True)
         ranks = torch.arange(probs.shape[-1], device=probs.device)
-        keep = (probs.cumsum(-1) - probs) < top_p[:, None]
+        keep = (ranked.cumsum(-1) - ranked) < top_p[:, None]
         keep &= (top_k[:, None] <= 0) | (ranks[None, :] < top_k[:, None])
-        probs = probs * keep
-    cdf = probs.cumsum(-1)
-    target = uniforms.to(cdf.dtype)[:, None] * cdf[:, -1:]
-    index = torch.searchsorted(cdf, target, right=True).clamp(max=cdf.shape[-1] - 1)
-    sampled = (order.gather(-1, index) if order is not None else index)[:, 0]
+        truncated = order.gather(-1, _inverse_cdf(ranked * keep, uniforms)[:, None])[:, 0]
+        sampled = torch.where(truncates, truncated, sampled)
     tokens = torch.where(temperature == 0, greedy, sampled)
     return tokens, raw_logprobs.gather(-1, tokens[:, None])[:, 0]
+
+
+def _inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Per row, the first index whose cumulative mass exceeds ``u`` times the row's total."""
+    cdf = probs.cumsum(-1)
+    target = uniforms.to(cdf.dtype)[:, None] * cdf[:, -1:]
+    return torch.searchsorted(cdf, target, right=True).clamp(max=cdf.shape[-1] - 1)[:, 0]
+
+
+PadRuns = tuple[tuple[int, int, int], ...]
+"""Runs ``(start, stop, pad)`` of consecutive batch rows with the same left padding."""
+
+
+def pad_runs(pads: Sequence[int]) -> PadRuns:
+    """Split rows into runs of equal left padding (rows sorted by padding give one per length)."""
+    values = np.asarray(pads, dtype=np.int64)
+    cuts = [0, *(np.flatnonzero(np.diff(values)) + 1).tolist(), len(values)]
+    return tuple((a, b, int(values[a])) for a, b in zip(cuts[:-1], cuts[1:], strict=True))
+
+
+def rowwise_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    *,
+    left_padding: PadRuns | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """SDPA in which every row of a left-padded batch attends over its own tokens only.
+
+    Without ``left_padding`` this is transformers' SDPA attention. With it, rows
+    ``start:stop`` (padded by ``pad``) attend with keys ``pad:`` and their queries at or after
+    ``pad``, in one unpadded, causal SDPA call per run: the same shapes and values the rows
+    would have alone, so the output does not depend on how the batch was padded. Outputs of
+    padding queries are zero.
+    """
+    if left_padding is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    rows, heads, q_len, _ = query.shape
+    cached = key.shape[2] - q_len
+    if q_len > 1 and cached:
+        raise ValueError("rowwise attention: a multi-token query must start an empty cache")
+    if len(left_padding) == 1:  # one run: every row as long as the longest, no padding
+        return sdpa_attention_forward(module, query, key, value, None, **kwargs)
+    out = query.new_zeros(rows, q_len, heads, value.shape[-1])
+    for start, stop, pad in left_padding:
+        first = max(0, pad - cached)
+        part, _ = sdpa_attention_forward(
+            module,
+            query[start:stop, :, first:],
+            key[start:stop, :, pad:],
+            value[start:stop, :, pad:],
+            None,
+            **kwargs,
+        )
+        out[start:stop, first:] = part
+    return out, None
+
+
+AttentionInterface.register(ROWWISE_ATTENTION, rowwise_attention)
+ALL_MASK_ATTENTION_FUNCTIONS.register(ROWWISE_ATTENTION, sdpa_mask)
+
+
+def _rows_independent_in_matmul(device: torch.device) -> bool:
+    """Whether a row of ``x @ W.T`` on ``device`` comes out bit-identical alone and among other
+    rows (on CPU: whether MKL runs in strict reproducibility mode)."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(96, 64, generator=generator).to(device)
+    x = torch.randn(7, 64, generator=generator).to(device)
+    first = [torch.nn.functional.linear(x[:m], weight)[0] for m in (1, 2, 7)]
+    return all(torch.equal(first[0], other) for other in first[1:])
+
+
+def _full_attention_only(config: Any) -> bool:
+    """No sliding-window or other layer kinds: rowwise attention ignores the attention mask."""
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
+    windowed = getattr(config, "sliding_window", None) is not None and getattr(
+        config, "use_sliding_window", True
+    )
+    return set(layer_types) == {"full_attention"} and not windowed
 
 
 class StopWatcher:
@@ -197,6 +305,10 @@ class HFPolicy:
         max_wait_ms: how long the first queued request waits for others to join its batch.
         name: reported name (default: the model's ``name_or_path``).
         seed: seeds the random row seeds of requests that give no ``seed``.
+        batch_invariant: compute every generated row exactly as it would be computed alone
+            (see the module docstring); None: wherever it holds (CPU with strict MKL, an SDPA
+            model with full attention). It switches the model to :data:`ROWWISE_ATTENTION`,
+            which is plain SDPA for every other forward pass.
     """
 
     def __init__(
@@ -209,12 +321,16 @@ class HFPolicy:
         max_wait_ms: float = 5.0,
         name: str | None = None,
         seed: int | None = None,
+        batch_invariant: bool | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device is not None else _module_device(model)
+        self.batch_invariant = _resolve_batch_invariance(model, self.device, batch_invariant)
+        if self.batch_invariant:
+            model.config._attn_implementation = ROWWISE_ATTENTION
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.name = name or str(getattr(model, "name_or_path", "") or "hf")
@@ -240,8 +356,6 @@ class HFPolicy:
         **kwargs: Any,
     ) -> HFPolicy:
         """Load a Hugging Face folder: CUDA when available (bf16 where supported), else CPU fp32."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         folder = Path(path)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} is not a Hugging Face model folder (no config.json)")
@@ -277,14 +391,20 @@ class HFPolicy:
 
     def submit(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[_Request]:
         """Queue prompts for the worker thread; each request's ``future`` gets its Completion."""
-        check_sampling(sampling)
-        prompts = [self._check_prompt(p, i) for i, p in enumerate(prompts)]
-        seeds = request_seeds(sampling.seed, len(prompts), self._rng)
-        requests = [_Request(p, sampling, s) for p, s in zip(prompts, seeds, strict=True)]
+        requests = self.make_requests(prompts, sampling)
         self._ensure_worker()
         for request in requests:
             self._queue.put(request)
         return requests
+
+    def make_requests(
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams
+    ) -> list[_Request]:
+        """Checked requests with their row seeds, for :meth:`submit` or :meth:`generate_batch`."""
+        check_sampling(sampling)
+        prompts = [self._check_prompt(p, i) for i, p in enumerate(prompts)]
+        seeds = request_seeds(sampling.seed, len(prompts), self._rng)
+        return [_Request(p, sampling, s) for p, s in zip(prompts, seeds, strict=True)]
 
     async def score(
         self, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]]
@@ -407,9 +527,8 @@ class HFPolicy:
     # -- generation ----------------------------------------------------------------------------
     @torch.inference_mode()
     def generate_batch(self, batch: Sequence[_Request]) -> list[Completion]:
-        """Generate every request of ``batch`` together (left-padded, KV-cached)."""
-        from transformers import DynamicCache
-
+        """Generate every request of ``batch`` together (left-padded, KV-cached; rows ordered by
+        prompt length, so equally padded rows are adjacent)."""
         model, device = self.model, self.device
         n = len(batch)
         self.stats.batches += 1
@@ -422,7 +541,7 @@ class HFPolicy:
         logprobs: list[list[float]] = [[] for _ in batch]
         finish: list[tuple[FinishReason, str | None]] = [("length", None)] * n
         watchers = [StopWatcher(self.tokenizer, r.sampling.stop) for r in batch]
-        active = [i for i in range(n) if budget[i] > 0]
+        active = sorted((i for i in range(n) if budget[i] > 0), key=lambda i: -len(batch[i].prompt))
         if not active:
             return [self._completion([], [], "length", None) for _ in batch]
 
@@ -441,6 +560,8 @@ class HFPolicy:
         top_k = torch.tensor([batch[i].sampling.top_k for i in active], device=device)
         seeds = np.array([batch[i].seed for i in active], dtype=np.uint64)
         eos = torch.tensor(sorted(self.eos_token_ids), device=device)
+        pads = (width - lengths).tolist()
+        rowwise = self._attention_kwargs(pads)
 
         cache = DynamicCache(config=model.config)
         logits = model(
@@ -450,12 +571,13 @@ class HFPolicy:
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **rowwise,
         ).logits[:, -1]
         self.stats.forward_passes += 1
         next_position = positions[:, -1] + 1
-        step = 0
         while True:
-            uniforms = torch.from_numpy(row_uniforms(seeds, step)).to(device)
+            generated = np.array([len(tokens[row]) for row in active])
+            uniforms = torch.from_numpy(row_uniforms(seeds, generated)).to(device)
             chosen, chosen_lp = sample_tokens(logits, temperature, top_p, top_k, uniforms)
             is_eos = torch.isin(chosen, eos).tolist()
             keep: list[int] = []
@@ -481,6 +603,8 @@ class HFPolicy:
                 temperature, top_p, top_k = temperature[index], top_p[index], top_k[index]
                 seeds = seeds[keep]
                 active = [active[j] for j in keep]
+                pads = [pads[j] for j in keep]
+                rowwise = self._attention_kwargs(pads)
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
             logits = model(
                 input_ids=chosen[:, None],
@@ -488,11 +612,15 @@ class HFPolicy:
                 position_ids=next_position[:, None],
                 past_key_values=cache,
                 use_cache=True,
+                **rowwise,
             ).logits[:, -1]
             self.stats.forward_passes += 1
             next_position = next_position + 1
-            step += 1
         return [self._completion(tokens[i], logprobs[i], *finish[i]) for i in range(n)]
+
+    def _attention_kwargs(self, pads: list[int]) -> dict[str, Any]:
+        """Forward kwargs telling :func:`rowwise_attention` each row's padding (batch-invariant)."""
+        return {"left_padding": pad_runs(pads)} if self.batch_invariant else {}
 
     def _completion(
         self, ids: list[int], lps: list[float], reason: FinishReason, stop: str | None
@@ -549,6 +677,36 @@ class HFPolicy:
         values = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None])[..., 0]
         values = values.cpu().numpy()
         return [values[row, : len(cont)] for row, (_, cont) in enumerate(pairs)]
+
+
+def _resolve_batch_invariance(model: Any, device: torch.device, wanted: bool | None) -> bool:
+    """``wanted``, checked: True needs an SDPA model with full attention and row-independent
+    matrix products on ``device``; None gives whether all of that holds on CPU."""
+    config = model.config
+    supported = config._attn_implementation in ("sdpa", ROWWISE_ATTENTION) and (
+        _full_attention_only(config)
+    )
+    if wanted is False or (wanted is None and (device.type != "cpu" or not supported)):
+        return False
+    if not supported:
+        raise ValueError(
+            "batch_invariant: needs an SDPA model without sliding-window layers, got attention "
+            f"{config._attn_implementation!r}"
+        )
+    if _rows_independent_in_matmul(device):
+        return True
+    advice = (
+        "set MKL_CBWR=AUTO,STRICT in the environment, or import agentenv.policies.hf before "
+        "torch runs its first matrix product"
+        if device.type == "cpu"
+        else f"{device.type} matrix products depend on the batch size"
+    )
+    if wanted:
+        raise ValueError(
+            f"batch_invariant: rows of a matrix product depend on their batch; {advice}"
+        )
+    warnings.warn(f"HFPolicy: generated rows depend on their batch-mates ({advice})", stacklevel=3)
+    return False
 
 
 def _module_device(model: Any) -> torch.device:

@@ -22,22 +22,49 @@ empg                   option ``step_entropy`` (per-row array or component name,
                        option ``base`` (another method name, default ``"grpo"``) and
                        ``base_options`` give the advantages it modulates
 =====================  ========================================================================
+
+Each method's options are typed by the signatures they end up in (:class:`Estimator`), so a
+config can be checked when it is loaded (:func:`validate_options`) instead of at the first update.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agentenv.rewards import advantages as adv
 from agentenv.trajectory import TurnTable
 
-__all__ = ["ESTIMATORS", "compute_advantages", "compute_advantages_with_clip"]
+__all__ = [
+    "ESTIMATORS",
+    "Estimator",
+    "check_options",
+    "compute_advantages",
+    "compute_advantages_with_clip",
+    "options_model",
+    "validate_options",
+]
+
+PerRow = str | Sequence[float]
+"""A per-row input option: the name of a reward component, or one value per table row."""
 
 
-def _per_row(table: TurnTable, value: Any, name: str) -> np.ndarray:
+def _per_row(table: TurnTable, value: PerRow, name: str) -> np.ndarray:
     if isinstance(value, str):
         if value not in table.components:
             known = ", ".join(sorted(table.components)) or "none"
@@ -84,7 +111,7 @@ def _mt_grpo(table: TurnTable, **options: Any) -> np.ndarray:
     return np.where(_first_turn(table), first[table.traj], later[table.traj])
 
 
-def _igpo(table: TurnTable, *, info_gain: Any = "info_gain", **options: Any) -> np.ndarray:
+def _igpo(table: TurnTable, *, info_gain: PerRow = "info_gain", **options: Any) -> np.ndarray:
     last = _last_turn(table)
     ig = _per_row(table, info_gain, "info_gain")
     rewards = np.where(last, table.reward, np.nan_to_num(ig))
@@ -92,7 +119,7 @@ def _igpo(table: TurnTable, *, info_gain: Any = "info_gain", **options: Any) -> 
 
 
 def _a2tgpo_pair(
-    table: TurnTable, *, info_gain: Any = "info_gain", **options: Any
+    table: TurnTable, *, info_gain: PerRow = "info_gain", **options: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     last = _last_turn(table)
     ig = _per_row(table, info_gain, "info_gain")
@@ -117,35 +144,143 @@ def _hgpo(table: TurnTable, **options: Any) -> np.ndarray:
     return adv.hgpo(table.reward, table.group, table.traj, table.turn, table.anchor, **options)
 
 
+def _a2tgpo(table: TurnTable, **options: Any) -> np.ndarray:
+    return _a2tgpo_pair(table, **options)[0]
+
+
 def _empg(
     table: TurnTable,
     *,
-    step_entropy: Any = None,
+    step_entropy: PerRow,
     base: str = "grpo",
     base_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> np.ndarray:
-    if step_entropy is None:
-        raise ValueError("step_entropy: empg needs a per-turn entropy (array or component name)")
-    if base == "empg":
-        raise ValueError("base: empg cannot modulate itself")
+    _check_base(base)
     base_adv = compute_advantages(base, table, **(base_options or {}))
     entropy = _per_row(table, step_entropy, "step_entropy")
     return adv.empg(base_adv, entropy, table.traj, table.turn, **options)
 
 
-ESTIMATORS: dict[str, Callable[..., np.ndarray]] = {
-    "grpo": _outcome(adv.grpo),
-    "drgrpo": _outcome(adv.drgrpo),
-    "rloo": _outcome(adv.rloo),
-    "discounted_returns": _discounted,
-    "mt_grpo": _mt_grpo,
-    "igpo": _igpo,
-    "a2tgpo": lambda table, **o: _a2tgpo_pair(table, **o)[0],
-    "gigpo": _gigpo,
-    "hgpo": _hgpo,
-    "empg": _empg,
+def _check_base(base: str) -> str:
+    if base == "empg" or base not in ESTIMATORS:
+        known = ", ".join(m for m in ESTIMATORS if m != "empg")
+        raise ValueError(f"empg modulates another estimator ({known}), got base={base!r}")
+    return base
+
+
+def _check_base_options(
+    value: dict[str, Any] | None, info: ValidationInfo
+) -> dict[str, Any] | None:
+    if "base" in info.data:
+        validate_options(info.data["base"], value or {})
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry and its typed options
+# ---------------------------------------------------------------------------------------------
+def options_model(
+    name: str,
+    sources: Iterable[Callable[..., Any]],
+    *,
+    supplied: Iterable[str] = (),
+    validators: dict[str, Any] | None = None,
+) -> type[BaseModel]:
+    """A pydantic model (unknown keys forbidden) of the options of ``sources``: their
+    keyword-only parameters and defaulted parameters (a class: its constructor's), typed by
+    their annotations, less ``supplied`` (filled in by the caller)."""
+    fields: dict[str, Any] = {}
+    for source in sources:
+        hints = typing.get_type_hints(source)
+        for param in inspect.signature(source).parameters.values():
+            optional = (
+                param.kind is param.POSITIONAL_OR_KEYWORD and param.default is not param.empty
+            )
+            if (param.kind is param.KEYWORD_ONLY or optional) and param.name not in supplied:
+                default = ... if param.default is param.empty else param.default
+                fields[param.name] = (hints.get(param.name, Any), default)
+    return create_model(
+        name,
+        __config__=ConfigDict(extra="forbid"),
+        __validators__=validators or {},
+        **fields,
+    )
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A method of :data:`ESTIMATORS`: ``adapter(table, **options)`` feeds the advantage
+    functions ``sources`` from a table. Its options are the keyword-only parameters of the
+    adapter and of every source, less ``supplied`` (which the adapter fills in)."""
+
+    adapter: Callable[..., Any]
+    sources: tuple[Callable[..., Any], ...] = ()
+    supplied: tuple[str, ...] = ()
+    validators: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, table: TurnTable, **options: Any) -> np.ndarray:
+        return self.adapter(table, **options)
+
+    @cached_property
+    def options(self) -> type[BaseModel]:
+        """The typed options (a pydantic model that forbids unknown keys)."""
+        name = f"{self.adapter.__name__.strip('_')}_options"
+        sources = (self.adapter, *self.sources)
+        return options_model(
+            name, sources, supplied=self.supplied, validators=dict(self.validators)
+        )
+
+
+_EMPG_CHECKS = (
+    ("_base", field_validator("base")(_check_base)),
+    ("_base_options", field_validator("base_options")(_check_base_options)),
+)
+
+ESTIMATORS: dict[str, Estimator] = {
+    "grpo": Estimator(_outcome(adv.grpo), (adv.grpo,)),
+    "drgrpo": Estimator(_outcome(adv.drgrpo), (adv.drgrpo,)),
+    "rloo": Estimator(_outcome(adv.rloo), (adv.rloo,)),
+    "discounted_returns": Estimator(_discounted),
+    "mt_grpo": Estimator(_mt_grpo, (adv.mt_grpo,)),
+    "igpo": Estimator(_igpo, (adv.igpo,)),
+    "a2tgpo": Estimator(_a2tgpo, (_a2tgpo_pair, adv.a2tgpo), supplied=("has_ig",)),
+    "gigpo": Estimator(_gigpo, (adv.gigpo,)),
+    "hgpo": Estimator(_hgpo, (adv.hgpo,)),
+    "empg": Estimator(_empg, (adv.empg,), validators=_EMPG_CHECKS),
 }
+
+
+def validate_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` if they are valid options of estimator ``method``; otherwise a pydantic
+    ``ValidationError`` with one error per bad option, located at its key (an unknown key's
+    error lists the allowed ones, a bad value's the allowed values or type)."""
+    if method not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {method!r}; known: {', '.join(ESTIMATORS)}")
+    return check_options(ESTIMATORS[method].options, options, method)
+
+
+def check_options(model: type[BaseModel], options: dict[str, Any], owner: str) -> dict[str, Any]:
+    """``options`` if ``model`` (an :func:`options_model`) accepts them; otherwise its
+    ``ValidationError``, an unknown key's error naming ``owner`` and the allowed keys."""
+    try:
+        model.model_validate(options)
+    except ValidationError as exc:
+        errors = [_explained(error, owner, model) for error in exc.errors()]
+        raise ValidationError.from_exception_data(exc.title, errors) from None
+    return options
+
+
+def _explained(error: Any, owner: str, model: type[BaseModel]) -> InitErrorDetails:
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        kind = "unknown_option"
+        message = f"unknown option of {owner} (allowed: {', '.join(model.model_fields)})"
+    return {
+        "type": PydanticCustomError(kind, "{message}", {"message": message}),
+        "loc": error["loc"],
+        "input": error["input"],
+    }
 
 
 def compute_advantages(method: str, table: TurnTable, **options: Any) -> np.ndarray:

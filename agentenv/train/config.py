@@ -11,9 +11,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from agentenv.rewards.estimators import (
+    ESTIMATORS,
+    check_options,
+    options_model,
+    validate_options,
+)
+from agentenv.rewards.info_gain import InfoGainConfig as InfoGainOptions
 from agentenv.train.losses import AggMode, KLKind
+
+_INFO_GAIN_OPTIONS = options_model("info_gain_options", [InfoGainOptions])
 
 
 class ConfigError(ValueError):
@@ -64,6 +73,11 @@ class ModelConfig(Section):
         "auto", description="auto: bfloat16 on CUDA, float32 on CPU"
     )
     max_batch_size: int = Field(64, gt=0, description="generation batch size of the HF policy")
+    batch_invariant: bool | None = Field(
+        None,
+        description="generate every row exactly as it would be generated alone, so runs with the "
+        "same seed are identical however requests were batched (null: where it holds, on CPU)",
+    )
 
 
 class EnvConfig(Section):
@@ -71,8 +85,12 @@ class EnvConfig(Section):
 
     id: str
     kwargs: dict[str, Any] = Field(default_factory=dict, description="make() keyword arguments")
-    train_split: str | None = Field("train", description="passed as split=; null: not passed")
-    test_split: str | None = Field("test", description="passed as split= for evaluation")
+    train_split: str | None = Field(
+        None, description="split trained on; null: the env's 'train' split (or its only source)"
+    )
+    test_split: str | None = Field(
+        None, description="held-out split; null: the env's 'test' split (or its only source)"
+    )
     train_seed_start: int = Field(0, description="training tasks use seeds start, start+1, …")
     test_seed_start: int = Field(1_000_000, description="held-out tasks use seeds start, …")
     weight: float = Field(1.0, gt=0, description="share of each step's tasks")
@@ -109,20 +127,25 @@ class InfoGainConfig(Section):
 
     enabled: bool = False
     options: dict[str, Any] = Field(
-        default_factory=dict, description="keyword arguments of the info-gain reward function"
+        default_factory=dict,
+        description="fields of agentenv.rewards.info_gain.InfoGainConfig (bridge, suffix, …)",
     )
+
+    @field_validator("options")
+    @classmethod
+    def _typed(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_options(_INFO_GAIN_OPTIONS, value, "info gain")
 
 
 class AlgorithmConfig(Section):
     """Credit assignment: how per-turn rewards become per-turn advantages."""
 
-    estimator: str = Field(
-        "grpo",
-        description="grpo, drgrpo, rloo, mt_grpo, igpo, gigpo, hgpo, a2tgpo, empg, "
-        "discounted_returns",
-    )
+    estimator: str = Field("grpo", description=", ".join(ESTIMATORS))
     options: dict[str, Any] = Field(
-        default_factory=dict, description="keyword arguments of the estimator"
+        default_factory=dict,
+        validate_default=True,
+        description="keyword arguments of the estimator (agentenv.rewards.estimators), checked "
+        "against its signature",
     )
     gating: GatingConfig = Field(default_factory=GatingConfig)
     info_gain: InfoGainConfig = Field(default_factory=InfoGainConfig)
@@ -130,6 +153,20 @@ class AlgorithmConfig(Section):
         default_factory=dict,
         description="extra weight per reward component added to each turn's reward",
     )
+
+    @field_validator("estimator")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {value!r}; known: {', '.join(ESTIMATORS)}")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _typed(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "estimator" not in info.data:  # the estimator is invalid, and reported
+            return value
+        return validate_options(info.data["estimator"], value)
 
 
 class OptimConfig(Section):
@@ -279,6 +316,7 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "<root>"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
         lines.append(f"  {path}: {msg}")
     return f"{source}: invalid training config\n" + "\n".join(lines)
 

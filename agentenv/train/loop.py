@@ -32,14 +32,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from agentenv.evaluate import Suite, SuiteEntry, plan_requests
-from agentenv.rollout import EpisodeRequest, RolloutConfig, RolloutEngine, group_requests
+from agentenv.evaluate import Suite, SuiteEntry
+from agentenv.launch import service_scope
+from agentenv.planner import (
+    TaskSource,
+    eval_episodes,
+    probe_all,
+    split_counts,
+    train_episodes,
+)
+from agentenv.policies.hf import HFPolicy
+from agentenv.rollout import (
+    EpisodeRequest,
+    RolloutConfig,
+    RolloutEngine,
+    check_not_all_failed,
+)
 from agentenv.train import checkpoint as ckpt
 from agentenv.train.batching import TokenBatch, build_batch, micro_batches
 from agentenv.train.config import ConfigError, TrainConfig, load_config, save_config
 from agentenv.train.credit import compute_credit
 from agentenv.train.losses import AggNorm, masked_token_logprobs, rl_loss
-from agentenv.train.metrics import MetricsLogger, summarize_values, truncate_metrics
+from agentenv.train.metrics import (
+    ROLLOUTS,
+    MetricsLogger,
+    log_sizes,
+    summarize_values,
+    truncate_logs,
+)
 from agentenv.trajectory import Trajectory, write_jsonl
 
 CONFIG_FILE = "config.yaml"
@@ -201,12 +221,14 @@ def needs_reference(config: TrainConfig) -> str:
 
 def build_learner(config: TrainConfig, path: Path, *, total_optimizer_steps: int) -> Learner:
     """Load the policy from ``path``, add LoRA if asked, build the reference and optimizer."""
-    from agentenv.policies.hf import HFPolicy
-
     device = resolve_device(config.model.device)
     dtype = resolve_dtype(config.model.dtype, device)
     policy = HFPolicy.from_pretrained(
-        path, device=str(device), dtype=dtype, max_batch_size=config.model.max_batch_size
+        path,
+        device=str(device),
+        dtype=dtype,
+        max_batch_size=config.model.max_batch_size,
+        batch_invariant=config.model.batch_invariant,
     )
     base = policy.model
     ref_kind = needs_reference(config)
@@ -258,60 +280,57 @@ def build_learner(config: TrainConfig, path: Path, *, total_optimizer_steps: int
 # ---------------------------------------------------------------------------------------------
 # Data: which tasks each step plays
 # ---------------------------------------------------------------------------------------------
-def split_counts(weights: list[float], total: int) -> list[int]:
-    """Largest-remainder split of ``total`` tasks by ``weights``."""
-    w = np.asarray(weights, dtype=np.float64)
-    exact = total * w / w.sum()
-    counts = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - counts), kind="stable")[: total - counts.sum()]:
-        counts[i] += 1
-    return counts.tolist()
-
-
 @dataclass
 class DataCursor:
     """How many training tasks of each env have been consumed (the resumable data position)."""
 
     consumed: list[int] = field(default_factory=list)
 
-    def take(self, config: TrainConfig, n_tasks: int) -> list[EpisodeRequest]:
+    def take(
+        self, config: TrainConfig, sources: list[TaskSource], n_tasks: int
+    ) -> list[EpisodeRequest]:
         """Requests for the next ``n_tasks`` tasks (``group_size`` episodes each)."""
         requests: list[EpisodeRequest] = []
         counts = split_counts([e.weight for e in config.envs], n_tasks)
-        for i, (env, n) in enumerate(zip(config.envs, counts, strict=True)):
+        group_size = config.rollout.group_size
+        for i, (env, source, n) in enumerate(zip(config.envs, sources, counts, strict=True)):
             if n == 0:
                 continue
-            start = env.train_seed_start + self.consumed[i]
-            kwargs = dict(env.kwargs)
-            if env.train_split is not None:
-                kwargs["split"] = env.train_split
-            sample_base = (config.seed * 1_000_003 + i * 7_919 + self.consumed[i]) * max(
-                1, config.rollout.group_size
-            )
-            requests += group_requests(
-                env.id,
-                range(start, start + n),
-                config.rollout.group_size,
-                kwargs,
+            sample_base = (config.seed * 1_000_003 + i * 7_919 + self.consumed[i]) * group_size
+            requests += train_episodes(
+                source,
+                self.consumed[i],
+                n,
+                group_size,
+                seed_start=env.train_seed_start,
                 sample_seed=sample_base,
+                shuffle_seed=config.seed,
             )
             self.consumed[i] += n
         return requests
 
 
+async def probe_envs(config: TrainConfig) -> tuple[list[TaskSource], list[TaskSource]]:
+    """The training and held-out task sources of every env, each env built and reset once —
+    before any warm-up stage runs, so a bad kwarg or a dead service fails in seconds."""
+    train = await probe_all([(e.id, e.kwargs, e.train_split) for e in config.envs], role="train")
+    held_out = await probe_all([(e.id, e.kwargs, e.test_split) for e in config.envs], role="eval")
+    return train, held_out
+
+
 def eval_suite(config: TrainConfig) -> Suite:
-    """The held-out suite: ``eval.tasks`` test-split tasks of every env."""
+    """The held-out suite: ``eval.tasks`` held-out tasks of every env."""
     entries = [
         SuiteEntry(e.id, dict(e.kwargs), e.test_split, config.eval.tasks) for e in config.envs
     ]
     return Suite(config.name, entries)
 
 
-def eval_requests(config: TrainConfig) -> list[EpisodeRequest]:
+def eval_requests(config: TrainConfig, sources: list[TaskSource]) -> list[EpisodeRequest]:
     """The held-out episodes (``eval.samples`` each), seeded as ``agentenv eval`` seeds them."""
     requests = []
-    for env, entry in zip(config.envs, eval_suite(config).entries, strict=True):
-        plan = plan_requests(Suite(config.name, [entry]), config.eval.samples, env.test_seed_start)
+    for env, entry, source in zip(config.envs, eval_suite(config).entries, sources, strict=True):
+        plan = eval_episodes(source, entry.n, config.eval.samples, env.test_seed_start)
         requests += [request for request, _ in plan]
     return requests
 
@@ -339,11 +358,11 @@ def group_returns_vary(trajectories: list[Trajectory]) -> dict[str, bool]:
 
 
 async def collect(
-    engine: RolloutEngine, config: TrainConfig, cursor: DataCursor
+    engine: RolloutEngine, config: TrainConfig, cursor: DataCursor, sources: list[TaskSource]
 ) -> tuple[list[Trajectory], dict[str, Any]]:
     """One step's trajectories (with dynamic sampling: only groups whose returns vary)."""
     want = config.rollout.tasks_per_step
-    played = await engine.run(cursor.take(config, want))
+    played = await engine.run(cursor.take(config, sources, want))
     stats = {"groups_played": want, "groups_dropped": 0}
     if not config.dynamic_sampling.enabled:
         return played, stats
@@ -358,18 +377,19 @@ async def collect(
         have = len({t.group_id for t in kept})
         if have >= want or round_ == config.dynamic_sampling.max_rounds:
             break
-        played = await engine.run(cursor.take(config, want - have))
+        played = await engine.run(cursor.take(config, sources, want - have))
         stats["groups_played"] += want - have
     return kept, stats
 
 
 async def evaluate_policy(
-    policy: Any, config: TrainConfig
+    policy: Any, config: TrainConfig, sources: list[TaskSource]
 ) -> tuple[dict[str, Any], list[Trajectory]]:
     """Success and mean return on the held-out tasks."""
     engine = RolloutEngine(policy, rollout_config(config, config.eval.temperature))
     t0 = time.perf_counter()
-    trajectories = await engine.run(eval_requests(config))
+    trajectories = await engine.run(eval_requests(config, sources))
+    check_not_all_failed(trajectories, "the held-out evaluation")
     ok = [t for t in trajectories if t.status != "error"]
     row: dict[str, Any] = {
         "episodes": len(trajectories),
@@ -573,9 +593,18 @@ def trajectory_metrics(trajectories: list[Trajectory]) -> dict[str, Any]:
 class Run:
     """State of one training run; :meth:`step` does one RL step."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, start: Path, *, resume: bool) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        start: Path,
+        sources: tuple[list[TaskSource], list[TaskSource]],
+        *,
+        resume: bool,
+    ) -> None:
         self.config = config
         self.run_dir = run_dir
+        self.sources, self.held_out = sources
         self.step_count = 0
         self.cursor = DataCursor([0] * len(config.envs))
         seed_everything(config.seed)
@@ -593,34 +622,41 @@ class Run:
                 config.model.server, self.sync.name, tokenizer=self.learner.tokenizer
             )
         self.engine = RolloutEngine(self.rollout_policy, rollout_config(config))
-        if resume:
-            self._restore()
+        replayed_from = self._restore() if resume else None
         self.logger = MetricsLogger(
             run_dir,
             total_steps=config.total_steps,
             tensorboard=config.logging.tensorboard,
             live=config.logging.live,
+            purge_step=replayed_from,
         )
 
     @classmethod
     async def open(cls, config: TrainConfig, run_dir: Path, *, resume: bool) -> Run:
-        """Build the run on :func:`warm_start`'s model."""
-        return cls(config, run_dir, await warm_start(config, run_dir), resume=resume)
+        """Probe every env, then build the run on :func:`warm_start`'s model."""
+        sources = await probe_envs(config)
+        start = await warm_start(config, run_dir, sources[0])
+        return cls(config, run_dir, start, sources, resume=resume)
 
-    def _restore(self) -> None:
+    def _restore(self) -> int:
+        """Continue from the latest checkpoint, the logs cut back to what they held then (no
+        checkpoint: start over, logs emptied); return the first step that will be logged again."""
         folder = ckpt.latest_checkpoint(self.run_dir)
         if folder is None:
-            truncate_metrics(self.run_dir, 0)
-            return
+            truncate_logs(self.run_dir, {})
+            return 0
         state = ckpt.load_checkpoint(
             folder,
             model=self.learner.model,
             optimizer=self.learner.optimizer,
             scheduler=self.learner.scheduler,
         )
+        if "logs" not in state:
+            raise ConfigError(f"--resume: {folder} predates log sizes in checkpoints")
         self.step_count = int(state["step"])
         self.cursor = DataCursor(list(state["consumed"]))
-        truncate_metrics(self.run_dir, self.step_count)
+        truncate_logs(self.run_dir, state["logs"])
+        return self.step_count + 1
 
     def checkpoint(self) -> None:
         ckpt.save_checkpoint(
@@ -629,13 +665,13 @@ class Run:
             model=self.learner.model,
             optimizer=self.learner.optimizer,
             scheduler=self.learner.scheduler,
-            state={"consumed": self.cursor.consumed},
+            state={"consumed": self.cursor.consumed, "logs": log_sizes(self.run_dir)},
             tokenizer=self.learner.tokenizer,
             keep=self.config.checkpoint.keep,
         )
 
     async def evaluate(self) -> dict[str, Any]:
-        row, trajectories = await evaluate_policy(self.rollout_policy, self.config)
+        row, trajectories = await evaluate_policy(self.rollout_policy, self.config, self.held_out)
         row = {"kind": "eval", "step": self.step_count, **row}
         write_jsonl(trajectories, self.run_dir / f"eval-step-{self.step_count:06d}.jsonl")
         self.logger.log(row)
@@ -645,7 +681,8 @@ class Run:
         config = self.config
         t0 = time.perf_counter()
         generated_before = self.engine.generated_tokens
-        trajectories, sample_stats = await collect(self.engine, config, self.cursor)
+        trajectories, sample_stats = await collect(self.engine, config, self.cursor, self.sources)
+        check_not_all_failed(trajectories, f"training step {self.step_count + 1}")
         rollout_s = time.perf_counter() - t0
         generated = self.engine.generated_tokens - generated_before
         trainable = [t for t in trajectories if t.trainable]
@@ -669,7 +706,7 @@ class Run:
         if self.sync is not None:
             await self.sync.push(self.learner.model, self.step_count)
         if config.logging.save_trajectories:
-            write_jsonl(trajectories, self.run_dir / "rollouts.jsonl", append=True)
+            write_jsonl(trajectories, self.run_dir / ROLLOUTS, append=True)
         row.update(
             lr=self.learner.scheduler.get_last_lr()[0],
             rollout_s=rollout_s,
@@ -710,7 +747,9 @@ class Run:
         self.logger.close()
 
 
-async def warm_start(config: TrainConfig, run_dir: Path, *, sft: bool = True) -> Path:
+async def warm_start(
+    config: TrainConfig, run_dir: Path, sources: list[TaskSource], *, sft: bool = True
+) -> Path:
     """The model RL starts from: ``model.spec`` (or ``init_from``), then the enabled warm-up
     stages in order, pretraining (``RUN/pretrain``) and SFT (``RUN/sft``; skipped when ``sft`` is
     False). Each stage runs once per run folder: a resumed run reuses its saved model."""
@@ -728,7 +767,7 @@ async def warm_start(config: TrainConfig, run_dir: Path, *, sft: bool = True) ->
         done = run_dir / SFT_DIR / FINAL_MODEL
         if not (done / "config.json").is_file():
             seed_everything(config.seed)
-            await run_sft(config, run_dir / SFT_DIR, start)
+            await run_sft(config, run_dir / SFT_DIR, start, sources)
         start = done
     return start
 
@@ -762,13 +801,14 @@ def train(
     quiet_transformers()
 
     async def main() -> None:
-        run = await Run.open(cfg, run_dir, resume=resume is not None)
-        try:
-            await run.run()
-        finally:
-            run.close()
-            for policy in {id(p): p for p in (run.rollout_policy, run.learner.policy)}.values():
-                await _close(policy)
+        async with service_scope():  # one launched server per service for the whole run
+            run = await Run.open(cfg, run_dir, resume=resume is not None)
+            try:
+                await run.run()
+            finally:
+                run.close()
+                for policy in {id(p): p for p in (run.rollout_policy, run.learner.policy)}.values():
+                    await _close(policy)
 
     asyncio.run(main())
     return run_dir

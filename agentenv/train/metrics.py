@@ -1,8 +1,9 @@
 """Run metrics: one JSON line per training step or evaluation, TensorBoard, a rich live view.
 
 ``RUN/metrics.jsonl`` rows carry ``kind`` (``"train"`` or ``"eval"``) and ``step`` (RL steps
-completed when the row was written). On resume the file is cut back to the checkpoint's step, so
-no step is logged twice.
+completed when the row was written). A checkpoint records the size of every append-only log of
+the run (:data:`RUN_LOGS`); on resume each is cut back to that size, so whatever was written after
+the checkpoint (a replayed step's rows and rollouts, a repeated evaluation) is written once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from rich.table import Table
 from agentenv.jsonl import iter_jsonl
 
 METRICS = "metrics.jsonl"
+ROLLOUTS = "rollouts.jsonl"
+RUN_LOGS = (METRICS, ROLLOUTS)
+"""The append-only logs of an RL run folder."""
 
 #: columns of the live view and the per-step console line: (key, header, format)
 LIVE_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -46,22 +50,19 @@ def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict[str,
     return [row for row in rows if kind is None or row.get("kind") == kind]
 
 
-def truncate_metrics(run_dir: str | Path, step: int) -> None:
-    """Drop rows written after RL step ``step`` (and any torn last line of a killed process)."""
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("step", 0) <= step:
-            kept.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    tmp.replace(path)
+def log_sizes(run_dir: str | Path) -> dict[str, int]:
+    """Bytes written so far to each of the run's :data:`RUN_LOGS` (those that exist)."""
+    paths = {name: Path(run_dir) / name for name in RUN_LOGS}
+    return {name: path.stat().st_size for name, path in paths.items() if path.is_file()}
+
+
+def truncate_logs(run_dir: str | Path, sizes: dict[str, int]) -> None:
+    """Cut each of the run's :data:`RUN_LOGS` back to its size in ``sizes`` (absent: empty)."""
+    for name in RUN_LOGS:
+        path = Path(run_dir) / name
+        if path.is_file():
+            with path.open("r+b") as f:
+                f.truncate(min(sizes.get(name, 0), path.stat().st_size))
 
 
 def _clean(value: Any) -> Any:
@@ -81,11 +82,15 @@ class MetricsLogger:
         tensorboard: bool = False,
         live: bool = True,
         console: Console | None = None,
+        append: bool = True,
+        purge_step: int | None = None,
     ) -> None:
+        """``append=False`` starts the file afresh; ``purge_step`` drops TensorBoard events from
+        that step on (a resumed run replays them)."""
         self.path = Path(run_dir) / METRICS
         self.total_steps = total_steps
         self.console = console or Console()
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = self.path.open("a" if append else "w", encoding="utf-8")
         self._writer = None
         if tensorboard:
             try:
@@ -94,7 +99,7 @@ class MetricsLogger:
                 raise RuntimeError(
                     "logging.tensorboard needs the tensorboard package: pip install tensorboard"
                 ) from exc
-            self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge_step)
         self._table_rows: list[dict[str, Any]] = []
         self._live: Live | None = None
         if live and self.console.is_terminal:

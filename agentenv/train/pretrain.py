@@ -84,7 +84,8 @@ def copy_sequences(
 
 def run_pretrain(config: TrainConfig, out_dir: Path, start: Path) -> Path:
     """Warm the model at ``start`` up on the envs' text and copy sequences; save to
-    ``out_dir/model`` and return that folder."""
+    ``out_dir/model`` and return that folder. Every file of ``out_dir`` is written afresh, so a
+    stage restarted after a kill logs each of its steps once."""
     from agentenv.train.loop import (
         FINAL_MODEL,
         build_optimizer,
@@ -114,7 +115,7 @@ def run_pretrain(config: TrainConfig, out_dir: Path, start: Path) -> Path:
         "cosine",
         config.optim.min_lr_ratio,
     )
-    logger = MetricsLogger(out_dir, total_steps=pre.steps, live=False)
+    logger = MetricsLogger(out_dir, total_steps=pre.steps, live=False, append=False)
     model.train()
     try:
         for step in range(1, pre.steps + 1):

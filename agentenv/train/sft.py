@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from agentenv.launch import service_scope
+from agentenv.planner import TaskSource, request_for, split_counts
 from agentenv.rollout import EpisodeRequest, RolloutEngine
 from agentenv.train.batching import TokenBatch, build_batch, micro_batches
 from agentenv.train.config import TrainConfig
@@ -34,21 +36,15 @@ SFT_DIR = "sft"
 DEMONSTRATIONS = "demonstrations.jsonl"
 
 
-def demonstration_requests(config: TrainConfig) -> list[EpisodeRequest]:
+def demonstration_requests(config: TrainConfig, sources: list[TaskSource]) -> list[EpisodeRequest]:
     """``sft.episodes`` training-split episodes, spread over the envs by weight."""
-    from agentenv.train.loop import split_counts
-
     requests = []
     counts = split_counts([e.weight for e in config.envs], config.sft.episodes)
-    for env, n in zip(config.envs, counts, strict=True):
-        kwargs = dict(env.kwargs)
-        if env.train_split is not None:
-            kwargs["split"] = env.train_split
+    for source, n in zip(sources, counts, strict=True):
         for i in range(n):
             seed = config.sft.seed_start + i
-            requests.append(
-                EpisodeRequest(env.id, seed, env_kwargs=kwargs, traj_id=f"{env.id}/{seed}/demo")
-            )
+            traj_id = f"{source.env_id}/{seed}/demo"
+            requests.append(request_for(source, seed, i, sample_seed=None, traj_id=traj_id))
     return requests
 
 
@@ -56,8 +52,6 @@ def assign_demonstrators(
     requests: list[EpisodeRequest], weights: dict[str, float], seed: int
 ) -> dict[str, list[EpisodeRequest]]:
     """Each request to one demonstrator spec: a seeded shuffle cut by largest-remainder counts."""
-    from agentenv.train.loop import split_counts
-
     order = np.random.default_rng(seed).permutation(len(requests))
     counts = split_counts(list(weights.values()), len(requests))
     cuts = np.cumsum([0, *counts])
@@ -67,14 +61,16 @@ def assign_demonstrators(
     }
 
 
-async def collect_demonstrations(config: TrainConfig, tokenizer: Any) -> list[Trajectory]:
+async def collect_demonstrations(
+    config: TrainConfig, tokenizer: Any, sources: list[TaskSource]
+) -> list[Trajectory]:
     """Demonstrations tokenized with ``tokenizer``, each episode played by one of
     ``sft.demonstrators`` (errored ones dropped; with ``sft.only_successful`` only solved ones)."""
     from agentenv.policies.specs import load_policy
     from agentenv.train.loop import rollout_config
 
     plan = assign_demonstrators(
-        demonstration_requests(config), config.sft.demonstrators, config.sft.seed_start
+        demonstration_requests(config, sources), config.sft.demonstrators, config.sft.seed_start
     )
     trajectories: list[Trajectory] = []
     for spec, requests in plan.items():
@@ -102,8 +98,13 @@ def cross_entropy(
     return (-logp * weights).sum() / total
 
 
-async def run_sft(config: TrainConfig, out_dir: Path, start: Path) -> Path:
-    """Collect demonstrations, fine-tune the model at ``start`` on them, save to ``out_dir/model``."""
+async def run_sft(
+    config: TrainConfig, out_dir: Path, start: Path, sources: list[TaskSource]
+) -> Path:
+    """Collect demonstrations, fine-tune the model at ``start`` on them, save to ``out_dir/model``.
+
+    Every file of ``out_dir`` is written afresh, so a stage restarted after a kill logs each of
+    its steps once."""
     from agentenv.train.loop import (
         FINAL_MODEL,
         build_optimizer,
@@ -116,7 +117,7 @@ async def run_sft(config: TrainConfig, out_dir: Path, start: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer, device = load_trainable(config, start)
     t0 = time.perf_counter()
-    data = await collect_demonstrations(config, tokenizer)
+    data = await collect_demonstrations(config, tokenizer, sources)
     if not data:
         raise RuntimeError("sft: the demonstrators produced no usable episode")
     write_jsonl(data, out_dir / DEMONSTRATIONS)
@@ -138,7 +139,7 @@ async def run_sft(config: TrainConfig, out_dir: Path, start: Path) -> Path:
         "cosine",
         config.optim.min_lr_ratio,
     )
-    logger = MetricsLogger(out_dir, total_steps=total, live=False)
+    logger = MetricsLogger(out_dir, total_steps=total, live=False, append=False)
     model.train()
     step = 0
     try:
@@ -196,11 +197,23 @@ def sft(
     demonstrations; the run folder holds ``model/``."""
     import asyncio
 
-    from agentenv.train.loop import prepare_run, quiet_transformers, seed_everything, warm_start
+    from agentenv.train.loop import (
+        prepare_run,
+        probe_envs,
+        quiet_transformers,
+        seed_everything,
+        warm_start,
+    )
 
     cfg, run_dir = prepare_run(config, overrides)
     quiet_transformers()
-    start = asyncio.run(warm_start(cfg, run_dir, sft=False))
-    seed_everything(cfg.seed)
-    asyncio.run(run_sft(cfg, run_dir, start))
+
+    async def main() -> None:
+        async with service_scope():
+            sources, _ = await probe_envs(cfg)
+            start = await warm_start(cfg, run_dir, sources, sft=False)
+            seed_everything(cfg.seed)
+            await run_sft(cfg, run_dir, start, sources)
+
+    asyncio.run(main())
     return run_dir

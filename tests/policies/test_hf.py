@@ -75,6 +75,36 @@ async def test_seeds_reproduce_and_differ(policy, chat_prompts):
     assert same_prompt[0].token_ids != same_prompt[1].token_ids
 
 
+def test_a_row_does_not_depend_on_its_batch_mates(policy, chat_prompts):
+    """A seeded row alone and among rows of other lengths and sampling settings: same bits."""
+    assert policy.batch_invariant  # the default on CPU
+    target = chat_prompts(1)
+    mates = [p + p[1:] * (i % 3) for i, p in enumerate(chat_prompts(6)[1:])]
+    sampling = SamplingParams(max_tokens=20, seed=9)
+    (alone,) = policy.generate_batch(policy.make_requests(target, sampling))
+    settings = (
+        SamplingParams(max_tokens=8, temperature=0.7, top_p=0.8, seed=1),
+        SamplingParams(max_tokens=30, top_k=5, seed=2),
+        SamplingParams(max_tokens=3, temperature=0.0),
+    )
+    crowd = [r for i, m in enumerate(mates) for r in policy.make_requests([m], settings[i % 3])]
+    for batch in (crowd[:2], crowd, crowd[::-1]):
+        requests = [*batch[: len(batch) // 2], *policy.make_requests(target, sampling)]
+        requests += batch[len(batch) // 2 :]
+        completion = policy.generate_batch(requests)[len(batch) // 2]
+        assert completion.token_ids == alone.token_ids
+        assert completion.logprobs == alone.logprobs  # bit-identical, not merely close
+
+
+def test_batch_invariance_needs_an_sdpa_model(tiny_path, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    eager = AutoModelForCausalLM.from_pretrained(tiny_path, attn_implementation="eager")
+    assert not HFPolicy(eager, tokenizer).batch_invariant
+    with pytest.raises(ValueError, match="needs an SDPA model"):
+        HFPolicy(eager, tokenizer, batch_invariant=True)
+
+
 async def test_stop_string_ends_at_the_completing_token(policy, tokenizer, chat_prompts):
     prompt = chat_prompts(1)[0]
     (free,) = await policy.generate([prompt], SamplingParams(max_tokens=40, seed=21))
@@ -156,6 +186,16 @@ async def test_bad_prompts_are_rejected(policy):
         await policy.generate([[1]], SamplingParams(top_p=0.0))
     with pytest.raises(ValueError, match="one continuation per prompt"):
         await policy.score([[1]], [])
+
+
+def test_a_row_samples_the_same_token_whatever_its_neighbours_truncate():
+    logits = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]] * 2))
+    uniforms = torch.full((2,), 0.05)
+    ones, zeros = torch.ones(2), torch.zeros(2, dtype=torch.long)
+    plain, _ = sample_tokens(logits, ones, torch.ones(2), zeros, uniforms)
+    mixed, _ = sample_tokens(logits, ones, torch.tensor([1.0, 0.5]), zeros, uniforms)
+    assert plain[0] == mixed[0] == 0  # inverse CDF in vocabulary order
+    assert mixed[1] == 3  # the truncated row samples from the sorted head
 
 
 def test_sampling_respects_top_k_and_top_p():

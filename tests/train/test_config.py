@@ -47,6 +47,53 @@ def test_bad_config_names_the_key(tmp_path, data, named):
     assert str(tmp_path / "c.yaml") in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("algorithm", "named"),
+    [
+        ({"estimator": "nope"}, "algorithm.estimator: unknown estimator 'nope'; known: grpo,"),
+        (
+            {"estimator": "igpo", "options": {"gama": 1.0}},
+            "algorithm.options.gama: unknown option of igpo (allowed: info_gain, gamma, norm,",
+        ),
+        (
+            {"estimator": "igpo", "options": {"norm": "both"}},
+            "algorithm.options.norm: Input should be 'joint' or 'separate'",
+        ),
+        ({"estimator": "grpo", "options": {"eps": "tiny"}}, "algorithm.options.eps: Input should"),
+        ({"estimator": "a2tgpo", "options": {"has_ig": [1]}}, "algorithm.options.has_ig: unknown"),
+        ({"estimator": "empg"}, "algorithm.options.step_entropy: Field required"),
+        (
+            {"estimator": "empg", "options": {"step_entropy": "e", "base": "empg"}},
+            "algorithm.options.base: empg modulates another estimator",
+        ),
+        (
+            {"estimator": "empg", "options": {"step_entropy": "e", "base_options": {"k": 1}}},
+            "algorithm.options.base_options.k: unknown option of grpo (allowed: std, eps,",
+        ),
+        (
+            {"info_gain": {"options": {"bridg": "<answer>"}}},
+            "algorithm.info_gain.options.bridg: unknown option of info gain (allowed: bridge,",
+        ),
+        (
+            {"info_gain": {"options": {"mode": "diff"}}},
+            "algorithm.info_gain.options.mode: Input should be 'prob_diff' or 'log_prob_diff'",
+        ),
+    ],
+)
+def test_estimator_and_reward_options_are_checked_at_load(tmp_path, algorithm, named):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, {"algorithm": algorithm}))
+    assert named in str(err.value)
+
+
+def test_good_estimator_options_load_as_given():
+    options = {"gamma": 0.9, "episode_stat": "steps", "similarity": 0.5}
+    cfg = load_config({"algorithm": {"estimator": "gigpo", "options": options}})
+    assert cfg.algorithm.options == options
+    empg = {"step_entropy": "entropy", "base": "gigpo", "base_options": {"gamma": 0.5}}
+    assert load_config({"algorithm": {"estimator": "empg", "options": empg}}).algorithm.options
+
+
 def test_overrides_are_typed_and_reach_lists(tmp_path):
     path = write(tmp_path, {"envs": [{"id": "search-v0", "kwargs": {"max_hops": 2}}]})
     cfg = load_config(

@@ -20,6 +20,7 @@ from agentenv.train.config import ConfigError, load_config
 from agentenv.train.loop import (
     build_learner,
     model_path,
+    probe_envs,
     rollout_config,
     train,
     update,
@@ -116,9 +117,12 @@ def test_lora_run_with_kl_to_adapters_off_reference(tmp_path):
     assert (run_dir / "model" / "config.json").is_file()  # merged export
 
 
-def test_bad_estimator_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="algorithm.estimator=nope"):
+def test_bad_estimator_is_named_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="algorithm.estimator: unknown estimator 'nope'"):
         train(small_config(tmp_path, total_steps=1, algorithm={"estimator": "nope"}))
+    with pytest.raises(ConfigError, match="algorithm.options.gama: unknown option of igpo"):
+        train(small_config(tmp_path, algorithm={"estimator": "igpo", "options": {"gama": 1}}))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_sft_learns_expert_actions(tmp_path):
@@ -140,6 +144,21 @@ def test_sft_learns_expert_actions(tmp_path):
     first = data[0]
     masked_turns = {t for t, m in zip(first["turn_ids"], first["loss_mask"], strict=True) if m}
     assert masked_turns == set(range(len(first["turns"])))
+
+
+async def test_a_restarted_sft_stage_logs_each_step_once(tmp_path):
+    from agentenv.train.sft import run_sft
+
+    cfg = load_config(
+        small_config(
+            tmp_path, sft={"episodes": 4, "epochs": 1}, rollout={"max_tokens_per_turn": 64}
+        )
+    )
+    sources, _ = await probe_envs(cfg)
+    out = tmp_path / "run" / "sft"
+    for _ in range(2):  # a stage killed before saving its model runs again from scratch
+        await run_sft(cfg, out, model_path(cfg), sources)
+        assert [r["step"] for r in read_metrics(out, "sft")] == [1]
 
 
 def test_sft_context_weight_adds_observation_targets(tmp_path):
@@ -170,7 +189,8 @@ def _expert_trajectory(tmp_path):
         small_config(tmp_path, sft={"episodes": 4}, rollout={"max_tokens_per_turn": 64})
     )
     tokenizer = AutoTokenizer.from_pretrained(model_path(cfg))
-    trajectory = asyncio.run(collect_demonstrations(cfg, tokenizer))[0]
+    sources, _ = asyncio.run(probe_envs(cfg))
+    trajectory = asyncio.run(collect_demonstrations(cfg, tokenizer, sources))[0]
     assert len(trajectory.turns) == 2
     return trajectory
 
@@ -209,10 +229,62 @@ def weights(run_dir):
     return load_file(run_dir / "model" / "model.safetensors")
 
 
+TIMINGS = {"rollout_s", "update_s", "tokens_per_s", "eval_s", "gen_seconds", "env_seconds"}
+
+
+def _untimed(value):
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
+def logs(run_dir):
+    """Every JSONL log of a run folder (metrics, rollouts, evaluations), wall times dropped."""
+    return {
+        path.relative_to(run_dir).as_posix(): [
+            _untimed(json.loads(line)) for line in path.read_text().splitlines()
+        ]
+        for path in sorted(run_dir.rglob("*.jsonl"))
+    }
+
+
+def assert_same_weights(*run_dirs):
+    first, *others = [weights(r) for r in run_dirs]
+    for other in others:
+        assert first.keys() == other.keys()
+        assert all(torch.equal(first[name], other[name]) for name in first)
+
+
+def test_runs_with_the_same_seed_end_identical_however_requests_were_batched(tmp_path):
+    """IGPO credit makes every token's old logprob count; batches of 64 (the default) or of 3
+    rows group the same requests differently, and change nothing."""
+    data = small_config(
+        tmp_path,
+        model={"max_batch_size": 64},
+        algorithm={"estimator": "igpo", "info_gain": {"enabled": True}},
+        eval={"tasks": 3},
+        logging={"save_trajectories": True},
+    )
+    runs = [train(data), train(data), train({**data, "model": {"max_batch_size": 3}})]
+    assert_same_weights(*runs)
+    first = logs(runs[0])
+    assert first["rollouts.jsonl"] and first["eval-step-000002.jsonl"]
+    assert all(logs(r) == first for r in runs[1:])
+    assert read_metrics(runs[0], "train")[-1]["grad_norm"] > 0
+
+
 def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
     import yaml
 
-    data = small_config(tmp_path, total_steps=6, rollout={"max_concurrent_episodes": 1})
+    data = small_config(
+        tmp_path,
+        total_steps=6,
+        model={"max_batch_size": 64},
+        eval={"tasks": 2, "every": 2},
+        logging={"save_trajectories": True},
+    )
     full = train(data)
 
     data["output_dir"] = str(tmp_path / "interrupted")
@@ -224,21 +296,44 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
     resumed = train(None, resume=run_dir)
     assert resumed == run_dir
 
-    rows = read_metrics(run_dir, "train")
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # nothing lost, nothing repeated
-    reference = read_metrics(full, "train")
-    for key in ("reward", "response_tokens", "trained_tokens"):
-        assert [r[key] for r in rows] == [r[key] for r in reference]
+    rows = read_metrics(run_dir)
+    assert [(r["kind"], r["step"]) for r in rows] == [
+        ("eval", 0), ("train", 1), ("train", 2), ("eval", 2), ("train", 3), ("train", 4),
+        ("eval", 4), ("train", 5), ("train", 6), ("eval", 6),
+    ]  # fmt: skip
+    assert logs(run_dir) == logs(full)  # the same rows, once each
     state = json.loads((ckpt.latest_checkpoint(run_dir) / "state.json").read_text())
     assert state["step"] == 6 and state["consumed"] == [12]
-    a, b = weights(full), weights(run_dir)
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)
+    assert_same_weights(full, run_dir)
     moved = weights(full)
     assert any(
         not torch.equal(moved[k], v) for k, v in ckpt_initial_weights(data, tmp_path).items()
     )
+
+
+def test_resuming_from_any_checkpoint_or_none_logs_nothing_twice(tmp_path):
+    """Whatever was logged after the checkpoint a run resumes from is logged once."""
+    import shutil
+
+    data = small_config(
+        tmp_path,
+        checkpoint={"every": 1, "keep": 3},
+        eval={"tasks": 2},
+        logging={"save_trajectories": True},
+    )
+    full = train(data)
+    expected = logs(full)
+    assert [r["step"] for r in read_metrics(full, "eval")] == [0, 2]
+    assert len(expected["rollouts.jsonl"]) == 8
+    (full / "checkpoints" / "latest").write_text("step-000001")  # killed after step 1's
+    train(None, resume=full)
+    assert logs(full) == expected
+    train(None, resume=full)  # killed after the last checkpoint: the final evaluation again
+    assert logs(full) == expected
+    shutil.rmtree(full / "checkpoints")  # killed before the first one: everything again
+    train(None, resume=full)
+    assert logs(full) == expected
+    assert_same_weights(full, train(data))
 
 
 def ckpt_initial_weights(data, tmp_path):
@@ -319,7 +414,8 @@ def test_demonstrators_split_the_episodes_by_weight(tmp_path):
     from agentenv.train.sft import assign_demonstrators, demonstration_requests
 
     cfg = load_config(small_config(tmp_path, sft={"episodes": 10}))
-    requests = demonstration_requests(cfg)
+    sources, _ = asyncio.run(probe_envs(cfg))
+    requests = demonstration_requests(cfg, sources)
     plan = assign_demonstrators(requests, {"expert": 0.4, "closed-book": 0.6}, seed=3)
     assert [len(v) for v in plan.values()] == [4, 6]
     seeds = sorted(r.seed for group in plan.values() for r in group)
@@ -402,11 +498,12 @@ async def test_warm_start_pretrains_then_fine_tunes_from_the_pretrained_model(tm
         )
     )  # fmt: skip
     run_dir = tmp_path / "run"
-    start = await warm_start(cfg, run_dir)
+    sources, _ = await probe_envs(cfg)
+    start = await warm_start(cfg, run_dir, sources)
     assert start == run_dir / "sft" / "model"
     losses = [r["loss"] for r in read_metrics(run_dir / "pretrain", "pretrain")]
     assert len(losses) == 25 and losses[-1] < losses[0] - 0.5
     pretrained = run_dir / "pretrain" / "model"
     mtime = (pretrained / "model.safetensors").stat().st_mtime
-    assert await warm_start(cfg, run_dir) == start  # a resumed run reuses both stages
+    assert await warm_start(cfg, run_dir, sources) == start  # a resumed run reuses both stages
     assert (pretrained / "model.safetensors").stat().st_mtime == mtime

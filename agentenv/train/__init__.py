@@ -18,7 +18,7 @@ from agentenv.train.config import ConfigError, TrainConfig, load_config
 from agentenv.train.loop import train
 from agentenv.train.quickstart import quickstart
 from agentenv.train.report import write_report
-from agentenv.train.sft import sft
+from agentenv.train.stages import sft
 
 __all__ = [
     "ConfigError",

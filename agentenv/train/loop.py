@@ -21,37 +21,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import math
-import random
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from agentenv.evaluate import Suite, SuiteEntry
 from agentenv.launch import service_scope
 from agentenv.planner import (
     TaskSource,
-    eval_episodes,
-    probe_all,
-    split_counts,
-    train_episodes,
 )
 from agentenv.policies.hf import HFPolicy
 from agentenv.rollout import (
-    EpisodeRequest,
-    RolloutConfig,
     RolloutEngine,
     check_not_all_failed,
 )
 from agentenv.train import checkpoint as ckpt
 from agentenv.train.batching import TokenBatch, build_batch, micro_batches
-from agentenv.train.config import ConfigError, TrainConfig, load_config, save_config
+from agentenv.train.config import ConfigError, TrainConfig
 from agentenv.train.credit import compute_credit
+from agentenv.train.episodes import DataCursor, eval_requests, probe_envs, rollout_config
 from agentenv.train.losses import AggNorm, masked_token_logprobs, rl_loss
 from agentenv.train.metrics import (
     ROLLOUTS,
@@ -60,118 +51,22 @@ from agentenv.train.metrics import (
     summarize_values,
     truncate_logs,
 )
+from agentenv.train.model import (
+    FINAL_MODEL,
+    build_optimizer,
+    optimizer_step,
+    quiet_transformers,
+    resolve_device,
+    resolve_dtype,
+    save_model,
+    seed_everything,
+)
+from agentenv.train.stages import prepare_run, warm_start
 from agentenv.trajectory import Trajectory, write_jsonl
-
-CONFIG_FILE = "config.yaml"
-FINAL_MODEL = "model"
-
 
 # ---------------------------------------------------------------------------------------------
 # Set-up
 # ---------------------------------------------------------------------------------------------
-def quiet_transformers() -> None:
-    """No per-file progress bars from transformers while saving and loading checkpoints."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
-
-
-def model_path(config: TrainConfig) -> Path:
-    """The folder the policy starts from: ``init_from`` (a model or run folder) or ``spec``."""
-    from agentenv import models
-
-    if config.model.init_from:
-        start = Path(config.model.init_from)
-        for candidate in (start / FINAL_MODEL, start):
-            if (candidate / "config.json").is_file():
-                return candidate
-        raise ConfigError(f"model.init_from: {start} holds no model (no config.json)")
-    spec = config.model.spec
-    if spec == "tiny":
-        return models.tiny(**config.model.tiny)
-    if spec in models.PREPARERS:
-        return models.prepare(spec)
-    path = Path(spec)
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"model.spec: {spec!r} is not 'tiny', 'smollm2' or a model folder")
-    return path
-
-
-def load_trainable(config: TrainConfig, start: Path) -> tuple[Any, Any, torch.device]:
-    """The model at ``start`` (on ``model.device`` in ``model.dtype``), its tokenizer, the device."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    device = resolve_device(config.model.device)
-    dtype = resolve_dtype(config.model.dtype, device)
-    model = AutoModelForCausalLM.from_pretrained(start, dtype=dtype).to(device)
-    return model, AutoTokenizer.from_pretrained(start), device
-
-
-def save_model(model: Any, tokenizer: Any, folder: Path) -> Path:
-    """``model`` and ``tokenizer`` as one plain model folder; returns ``folder``."""
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def make_run_dir(config: TrainConfig) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(config.output_dir) / f"{config.name}-{stamp}"
-    run_dir, n = base, 1
-    while run_dir.exists():
-        run_dir, n = Path(f"{base}-{n}"), n + 1
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
-def lr_lambda(total: int, warmup: int, schedule: str, floor: float):
-    """Multiplier of the base lr at optimizer step s: linear warm-up, then cosine to ``floor``."""
-
-    def factor(s: int) -> float:
-        if warmup and s < warmup:
-            return (s + 1) / warmup
-        if schedule == "constant" or total <= warmup:
-            return 1.0
-        progress = min(1.0, (s - warmup) / max(1, total - warmup))
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def build_optimizer(
-    params: list[torch.nn.Parameter],
-    lr: float,
-    betas: tuple[float, float],
-    eps: float,
-    weight_decay: float,
-    total: int,
-    warmup: int,
-    schedule: str,
-    floor: float,
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(total, warmup, schedule, floor)
-    )
-    return optimizer, scheduler
 
 
 @dataclass
@@ -280,72 +175,6 @@ def build_learner(config: TrainConfig, path: Path, *, total_optimizer_steps: int
 # ---------------------------------------------------------------------------------------------
 # Data: which tasks each step plays
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class DataCursor:
-    """How many training tasks of each env have been consumed (the resumable data position)."""
-
-    consumed: list[int] = field(default_factory=list)
-
-    def take(
-        self, config: TrainConfig, sources: list[TaskSource], n_tasks: int
-    ) -> list[EpisodeRequest]:
-        """Requests for the next ``n_tasks`` tasks (``group_size`` episodes each)."""
-        requests: list[EpisodeRequest] = []
-        counts = split_counts([e.weight for e in config.envs], n_tasks)
-        group_size = config.rollout.group_size
-        for i, (env, source, n) in enumerate(zip(config.envs, sources, counts, strict=True)):
-            if n == 0:
-                continue
-            sample_base = (config.seed * 1_000_003 + i * 7_919 + self.consumed[i]) * group_size
-            requests += train_episodes(
-                source,
-                self.consumed[i],
-                n,
-                group_size,
-                seed_start=env.train_seed_start,
-                sample_seed=sample_base,
-                shuffle_seed=config.seed,
-            )
-            self.consumed[i] += n
-        return requests
-
-
-async def probe_envs(config: TrainConfig) -> tuple[list[TaskSource], list[TaskSource]]:
-    """The training and held-out task sources of every env, each env built and reset once —
-    before any warm-up stage runs, so a bad kwarg or a dead service fails in seconds."""
-    train = await probe_all([(e.id, e.kwargs, e.train_split) for e in config.envs], role="train")
-    held_out = await probe_all([(e.id, e.kwargs, e.test_split) for e in config.envs], role="eval")
-    return train, held_out
-
-
-def eval_suite(config: TrainConfig) -> Suite:
-    """The held-out suite: ``eval.tasks`` held-out tasks of every env."""
-    entries = [
-        SuiteEntry(e.id, dict(e.kwargs), e.test_split, config.eval.tasks) for e in config.envs
-    ]
-    return Suite(config.name, entries)
-
-
-def eval_requests(config: TrainConfig, sources: list[TaskSource]) -> list[EpisodeRequest]:
-    """The held-out episodes (``eval.samples`` each), seeded as ``agentenv eval`` seeds them."""
-    requests = []
-    for env, entry, source in zip(config.envs, eval_suite(config).entries, sources, strict=True):
-        plan = eval_episodes(source, entry.n, config.eval.samples, env.test_seed_start)
-        requests += [request for request, _ in plan]
-    return requests
-
-
-def rollout_config(config: TrainConfig, temperature: float | None = None) -> RolloutConfig:
-    r = config.rollout
-    return RolloutConfig(
-        max_turns=r.max_turns,
-        max_tokens_per_turn=r.max_tokens_per_turn,
-        max_context_tokens=r.max_context_tokens,
-        temperature=r.temperature if temperature is None else temperature,
-        top_p=r.top_p,
-        top_k=r.top_k,
-        max_concurrent_episodes=r.max_concurrent_episodes,
-    )
 
 
 def group_returns_vary(trajectories: list[Trajectory]) -> dict[str, bool]:
@@ -446,21 +275,6 @@ class UpdateStats:
             "optimizer_steps": self.optimizer_steps,
             "trained_tokens": self.tokens,
         }
-
-
-def optimizer_step(
-    params: list[torch.nn.Parameter],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    grad_clip: float | None,
-) -> float:
-    """Clip the gradient norm to ``grad_clip`` (None: no clipping), step the optimizer and
-    the schedule, zero the gradients; return the norm before clipping."""
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf"))
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return float(norm)
 
 
 def update(learner: Learner, batch: TokenBatch, config: TrainConfig) -> dict[str, float]:
@@ -745,50 +559,6 @@ class Run:
 
     def close(self) -> None:
         self.logger.close()
-
-
-async def warm_start(
-    config: TrainConfig, run_dir: Path, sources: list[TaskSource], *, sft: bool = True
-) -> Path:
-    """The model RL starts from: ``model.spec`` (or ``init_from``), then the enabled warm-up
-    stages in order, pretraining (``RUN/pretrain``) and SFT (``RUN/sft``; skipped when ``sft`` is
-    False). Each stage runs once per run folder: a resumed run reuses its saved model."""
-    from agentenv.train.pretrain import PRETRAIN_DIR, run_pretrain
-    from agentenv.train.sft import SFT_DIR, run_sft
-
-    start = model_path(config)
-    if config.pretrain.enabled:
-        done = run_dir / PRETRAIN_DIR / FINAL_MODEL
-        if not (done / "config.json").is_file():
-            seed_everything(config.seed)
-            run_pretrain(config, run_dir / PRETRAIN_DIR, start)
-        start = done
-    if sft and config.sft.enabled:
-        done = run_dir / SFT_DIR / FINAL_MODEL
-        if not (done / "config.json").is_file():
-            seed_everything(config.seed)
-            await run_sft(config, run_dir / SFT_DIR, start, sources)
-        start = done
-    return start
-
-
-def prepare_run(
-    config: str | Path | dict | TrainConfig | None,
-    overrides: list[str] | None = None,
-    resume: Path | None = None,
-) -> tuple[TrainConfig, Path]:
-    """The validated config and the run folder (new, or ``resume`` with its saved config)."""
-    if resume is not None:
-        run_dir = Path(resume)
-        saved = run_dir / CONFIG_FILE
-        if not saved.is_file():
-            raise ConfigError(f"--resume {run_dir}: no {CONFIG_FILE} there")
-        cfg = load_config(saved, overrides)
-    else:
-        cfg = load_config(config, overrides)
-        run_dir = make_run_dir(cfg)
-    save_config(cfg, run_dir / CONFIG_FILE)
-    return cfg, run_dir
 
 
 def train(

@@ -30,6 +30,13 @@ import torch
 from agentenv.registry import env_info
 from agentenv.train.config import ConfigError, TrainConfig
 from agentenv.train.metrics import MetricsLogger
+from agentenv.train.model import (
+    FINAL_MODEL,
+    build_optimizer,
+    load_trainable,
+    optimizer_step,
+    save_model,
+)
 
 PRETRAIN_DIR = "pretrain"
 
@@ -86,14 +93,6 @@ def run_pretrain(config: TrainConfig, out_dir: Path, start: Path) -> Path:
     """Warm the model at ``start`` up on the envs' text and copy sequences; save to
     ``out_dir/model`` and return that folder. Every file of ``out_dir`` is written afresh, so a
     stage restarted after a kill logs each of its steps once."""
-    from agentenv.train.loop import (
-        FINAL_MODEL,
-        build_optimizer,
-        load_trainable,
-        optimizer_step,
-        save_model,
-    )
-
     pre = config.pretrain
     out_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer, device = load_trainable(config, start)

@@ -22,7 +22,8 @@ from rich.table import Table
 from agentenv.evaluate import evaluate
 from agentenv.policies.specs import load_policy
 from agentenv.train.config import TrainConfig, load_config
-from agentenv.train.loop import eval_suite, train
+from agentenv.train.episodes import eval_suite
+from agentenv.train.loop import train
 from agentenv.train.metrics import read_metrics
 from agentenv.train.report import write_report
 

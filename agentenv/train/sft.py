@@ -23,13 +23,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from agentenv.launch import service_scope
 from agentenv.planner import TaskSource, request_for, split_counts
+from agentenv.policies.specs import load_policy
 from agentenv.rollout import EpisodeRequest, RolloutEngine
 from agentenv.train.batching import TokenBatch, build_batch, micro_batches
 from agentenv.train.config import TrainConfig
+from agentenv.train.episodes import rollout_config
 from agentenv.train.losses import masked_token_logprobs
 from agentenv.train.metrics import MetricsLogger
+from agentenv.train.model import (
+    FINAL_MODEL,
+    build_optimizer,
+    load_trainable,
+    optimizer_step,
+    save_model,
+)
 from agentenv.trajectory import Trajectory, write_jsonl
 
 SFT_DIR = "sft"
@@ -66,9 +74,6 @@ async def collect_demonstrations(
 ) -> list[Trajectory]:
     """Demonstrations tokenized with ``tokenizer``, each episode played by one of
     ``sft.demonstrators`` (errored ones dropped; with ``sft.only_successful`` only solved ones)."""
-    from agentenv.policies.specs import load_policy
-    from agentenv.train.loop import rollout_config
-
     plan = assign_demonstrators(
         demonstration_requests(config, sources), config.sft.demonstrators, config.sft.seed_start
     )
@@ -105,14 +110,6 @@ async def run_sft(
 
     Every file of ``out_dir`` is written afresh, so a stage restarted after a kill logs each of
     its steps once."""
-    from agentenv.train.loop import (
-        FINAL_MODEL,
-        build_optimizer,
-        load_trainable,
-        optimizer_step,
-        save_model,
-    )
-
     sft = config.sft
     out_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer, device = load_trainable(config, start)
@@ -188,32 +185,3 @@ async def run_sft(
         )
     )
     return out_dir / FINAL_MODEL
-
-
-def sft(
-    config: str | Path | dict | TrainConfig | None = None, overrides: list[str] | None = None
-) -> Path:
-    """``agentenv sft``: SFT the configured model (after pretraining, when enabled) on
-    demonstrations; the run folder holds ``model/``."""
-    import asyncio
-
-    from agentenv.train.loop import (
-        prepare_run,
-        probe_envs,
-        quiet_transformers,
-        seed_everything,
-        warm_start,
-    )
-
-    cfg, run_dir = prepare_run(config, overrides)
-    quiet_transformers()
-
-    async def main() -> None:
-        async with service_scope():
-            sources, _ = await probe_envs(cfg)
-            start = await warm_start(cfg, run_dir, sources, sft=False)
-            seed_everything(cfg.seed)
-            await run_sft(cfg, run_dir, start, sources)
-
-    asyncio.run(main())
-    return run_dir

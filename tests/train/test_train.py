@@ -17,19 +17,13 @@ from agentenv.rollout import RolloutEngine, group_requests
 from agentenv.train import checkpoint as ckpt
 from agentenv.train.batching import build_batch
 from agentenv.train.config import ConfigError, load_config
-from agentenv.train.loop import (
-    build_learner,
-    model_path,
-    probe_envs,
-    rollout_config,
-    train,
-    update,
-    warm_start,
-)
+from agentenv.train.episodes import probe_envs, rollout_config
+from agentenv.train.loop import build_learner, train, update
 from agentenv.train.losses import ppo_clip_loss, token_logprobs_and_entropy
 from agentenv.train.metrics import read_metrics
+from agentenv.train.model import model_path
 from agentenv.train.pretrain import copy_sequences, pretraining_texts, text_windows
-from agentenv.train.sft import sft
+from agentenv.train.stages import sft, warm_start
 
 ENV_KWARGS = {"num_entities": 30, "max_hops": 1, "max_turns": 2}
 

@@ -1,0 +1,79 @@
+"""Which episodes training plays: the env probes, the resumable data cursor over the training
+task sources, the held-out episodes and the rollout budgets of a config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agentenv.evaluate import Suite, SuiteEntry
+from agentenv.planner import TaskSource, eval_episodes, probe_all, split_counts, train_episodes
+from agentenv.rollout import EpisodeRequest, RolloutConfig
+from agentenv.train.config import TrainConfig
+
+
+@dataclass
+class DataCursor:
+    """How many training tasks of each env have been consumed (the resumable data position)."""
+
+    consumed: list[int] = field(default_factory=list)
+
+    def take(
+        self, config: TrainConfig, sources: list[TaskSource], n_tasks: int
+    ) -> list[EpisodeRequest]:
+        """Requests for the next ``n_tasks`` tasks (``group_size`` episodes each)."""
+        requests: list[EpisodeRequest] = []
+        counts = split_counts([e.weight for e in config.envs], n_tasks)
+        group_size = config.rollout.group_size
+        for i, (env, source, n) in enumerate(zip(config.envs, sources, counts, strict=True)):
+            if n == 0:
+                continue
+            sample_base = (config.seed * 1_000_003 + i * 7_919 + self.consumed[i]) * group_size
+            requests += train_episodes(
+                source,
+                self.consumed[i],
+                n,
+                group_size,
+                seed_start=env.train_seed_start,
+                sample_seed=sample_base,
+                shuffle_seed=config.seed,
+            )
+            self.consumed[i] += n
+        return requests
+
+
+async def probe_envs(config: TrainConfig) -> tuple[list[TaskSource], list[TaskSource]]:
+    """The training and held-out task sources of every env, each env built and reset once —
+    before any warm-up stage runs, so a bad kwarg or a dead service fails in seconds."""
+    train = await probe_all([(e.id, e.kwargs, e.train_split) for e in config.envs], role="train")
+    held_out = await probe_all([(e.id, e.kwargs, e.test_split) for e in config.envs], role="eval")
+    return train, held_out
+
+
+def eval_suite(config: TrainConfig) -> Suite:
+    """The held-out suite: ``eval.tasks`` held-out tasks of every env."""
+    entries = [
+        SuiteEntry(e.id, dict(e.kwargs), e.test_split, config.eval.tasks) for e in config.envs
+    ]
+    return Suite(config.name, entries)
+
+
+def eval_requests(config: TrainConfig, sources: list[TaskSource]) -> list[EpisodeRequest]:
+    """The held-out episodes (``eval.samples`` each), seeded as ``agentenv eval`` seeds them."""
+    requests = []
+    for env, entry, source in zip(config.envs, eval_suite(config).entries, sources, strict=True):
+        plan = eval_episodes(source, entry.n, config.eval.samples, env.test_seed_start)
+        requests += [request for request, _ in plan]
+    return requests
+
+
+def rollout_config(config: TrainConfig, temperature: float | None = None) -> RolloutConfig:
+    r = config.rollout
+    return RolloutConfig(
+        max_turns=r.max_turns,
+        max_tokens_per_turn=r.max_tokens_per_turn,
+        max_context_tokens=r.max_context_tokens,
+        temperature=r.temperature if temperature is None else temperature,
+        top_p=r.top_p,
+        top_k=r.top_k,
+        max_concurrent_episodes=r.max_concurrent_episodes,
+    )

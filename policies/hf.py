@@ -270,13 +270,19 @@ class _Request:
     future: concurrent.futures.Future[Completion] = field(default_factory=concurrent.futures.Future)
 
 
+MAX_INDEX = 2**31 - 1
+"""Largest ``top_k`` / ``max_tokens`` accepted: what a 32-bit index holds."""
+
+
 def check_sampling(sampling: SamplingParams) -> None:
-    """Raise ValueError naming the first out-of-range field of ``sampling``."""
+    """Raise ValueError naming the first out-of-range field of ``sampling`` (negative, NaN or
+    infinite numbers, ``top_k`` beyond a 32-bit index, stops that are not strings)."""
     problems = {
-        "max_tokens": sampling.max_tokens < 0,
-        "temperature": sampling.temperature < 0,
-        "top_p": not 0 < sampling.top_p <= 1,
-        "top_k": sampling.top_k < 0,
+        "max_tokens": not 0 <= sampling.max_tokens <= MAX_INDEX,
+        "temperature": not (math.isfinite(sampling.temperature) and sampling.temperature >= 0),
+        "top_p": not (math.isfinite(sampling.top_p) and 0 < sampling.top_p <= 1),
+        "top_k": not 0 <= sampling.top_k <= MAX_INDEX,
+        "stop": not all(isinstance(stop, str) for stop in sampling.stop),
     }
     for name, bad in problems.items():
         if bad:
@@ -514,12 +520,18 @@ class HFPolicy:
         return batch, False
 
     def _run(self, batch: list[_Request]) -> None:
+        """Generate ``batch``; if it fails, each request again alone, so one bad row fails only
+        its own caller. The worker lives on either way."""
         try:
             with self.weights_lock:
                 completions = self.generate_batch(batch)
-        except BaseException as exc:  # the callers get the error; the worker lives on
-            for request in batch:
-                request.future.set_exception(exc)
+        except BaseException as exc:
+            if len(batch) > 1 and isinstance(exc, Exception):
+                for request in batch:
+                    self._run([request])
+            else:
+                for request in batch:
+                    request.future.set_exception(exc)
             return
         for request, completion in zip(batch, completions, strict=True):
             request.future.set_result(completion)

@@ -188,6 +188,16 @@ async def test_bad_prompts_are_rejected(policy):
         await policy.score([[1]], [])
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("temperature", math.nan), ("temperature", math.inf), ("top_p", math.nan),
+     ("top_k", 10**30), ("max_tokens", -1), ("stop", (3,))],
+)  # fmt: skip
+async def test_out_of_range_sampling_is_refused_naming_the_field(policy, field, value):
+    with pytest.raises(ValueError, match=f"SamplingParams.{field}="):
+        await policy.generate([[1]], SamplingParams(**{field: value}))
+
+
 def test_a_row_samples_the_same_token_whatever_its_neighbours_truncate():
     logits = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]] * 2))
     uniforms = torch.full((2,), 0.05)
@@ -228,3 +238,27 @@ def test_stop_watcher_handles_split_utf8(tokenizer):
     assert "本語" in tokenizer.decode(ids[: first + 1]) and "本語" not in tokenizer.decode(
         ids[:first]
     )
+
+
+class PoisonedRowPolicy(HFPolicy):
+    """Generation fails for any batch holding the prompt ``[7, 7, 7]`` (like a row that runs the
+    device out of memory)."""
+
+    def generate_batch(self, batch):
+        if any(list(r.prompt) == [7, 7, 7] for r in batch):
+            raise RuntimeError("row 7 broke the batch")
+        return super().generate_batch(batch)
+
+
+async def test_a_failing_batch_fails_only_the_row_that_fails(tiny_path, chat_prompts):
+    policy = PoisonedRowPolicy.from_pretrained(
+        tiny_path, device="cpu", max_batch_size=4, max_wait_ms=50
+    )
+    try:
+        calls = [policy.generate([p], GREEDY) for p in chat_prompts(3)]
+        calls.append(policy.generate([[7, 7, 7]], GREEDY))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        policy.close()
+    assert all(isinstance(r, list) and r[0].token_ids for r in results[:3])
+    assert isinstance(results[3], RuntimeError) and "row 7" in str(results[3])

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import tempfile
 import time
@@ -29,6 +28,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
+from report import machine, write_report
 from rich.console import Console
 from rich.table import Table
 
@@ -269,13 +269,9 @@ async def main() -> None:
     )
     console.print(build_table, table, env_table)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_at_end": os.getloadavg(),
+            **machine(),
             "uvicorn_http": "httptools" if find_spec("httptools") else "h11",
             "uvicorn_loop": "uvloop" if find_spec("uvloop") else "asyncio",
         },
@@ -284,7 +280,7 @@ async def main() -> None:
         "retrieve": rows,
         "env": env_rows,
     }
-    out.write_text(json.dumps(report, indent=2))
+    out = write_report(args.out, report)
     console.print(f"wrote {out}")
 
 

@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import signal
 import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
+from report import machine, write_report
 from rich.console import Console
 from rich.table import Table
 
@@ -206,19 +204,13 @@ async def main() -> None:
         stalled = await bench_stalled(policy, args.stalled_episodes)
     console.print(table(local, stalled))
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_at_end": os.getloadavg(),
-        },
+        "machine": machine(),
         "args": vars(args),
         "before": BEFORE,
         "after": {"local": local, "stalled": stalled},
     }
-    out.write_text(json.dumps(report, indent=2))
+    out = write_report(args.out, report)
     console.print(f"wrote {out}")
 
 

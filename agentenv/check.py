@@ -239,7 +239,9 @@ def check_gymnasium(subject: _Subject) -> str:
     return f"passed with {len(caught)} warning(s); first: {first}"
 
 
-def _info_problems(info: dict[str, Any], *, reset: bool) -> Iterator[str]:
+def _info_problems(
+    info: dict[str, Any], *, reset: bool, declared: tuple[str, ...] = ()
+) -> Iterator[str]:
     if info.get(TASK_ID) in (None, ""):
         yield f"no {TASK_ID}"
     if SYSTEM_PROMPT in info and not isinstance(info[SYSTEM_PROMPT], str):
@@ -262,6 +264,8 @@ def _info_problems(info: dict[str, Any], *, reset: bool) -> Iterator[str]:
                 yield f"{REWARD_COMPONENTS} key {key!r} is not a str"
             if not isinstance(value, numbers.Real) or not math.isfinite(value):
                 yield f"{REWARD_COMPONENTS}[{key!r}] = {_short(value)} is not a finite number"
+            if declared and key not in declared:
+                yield f"{REWARD_COMPONENTS} key {key!r} is not in the env's reward_components"
     for key in (ACTION_VALID, SUCCESS):
         if not isinstance(info.get(key), bool | np.bool_):
             yield f"{key} is {_short(info.get(key))}, not a bool"
@@ -279,7 +283,10 @@ def check_info_keys(subject: _Subject) -> str:
         ]
         for turn, (_, reward, *_, info) in enumerate(episode.steps):
             where = f"step {turn} (seed {seed})"
-            problems += [f"{where}: {p}" for p in _info_problems(info, reset=False)]
+            declared = tuple(subject.env.reward_components)
+            problems += [
+                f"{where}: {p}" for p in _info_problems(info, reset=False, declared=declared)
+            ]
             if info.get(TASK_ID) != task_id:
                 problems.append(f"{where}: {TASK_ID} {info.get(TASK_ID)!r} is not {task_id!r}")
             if not math.isfinite(reward):

@@ -158,6 +158,8 @@ class TextEnv(gymnasium.Env[str, str]):
     - ``stop_strings``: strings after which generation of an action should stop.
     - ``tools``: OpenAI-style tool schemas, for envs driven by native function calls.
     - ``observation_role``: the chat role observations are sent as (``"user"`` or ``"tool"``).
+    - ``reward_components``: the names ``info["reward_components"]`` may hold; declared, they let
+      a training config's component names (process rewards, gating) be checked before training.
     - ``transient_attributes``: attributes that hold live resources (clients, sessions); a pickled
       or copied env leaves them out (set to ``None``) and reconnects on first use.
 
@@ -180,6 +182,7 @@ class TextEnv(gymnasium.Env[str, str]):
     stop_strings: ClassVar[tuple[str, ...]] = ()
     observation_role: ClassVar[str] = "user"
     tools: list[dict[str, Any]] | None = None
+    reward_components: ClassVar[tuple[str, ...]] = ()
     transient_attributes: ClassVar[tuple[str, ...]] = ()
 
     observation_space = UnicodeText(min_length=0, max_length=MAX_TEXT_LENGTH)

@@ -49,6 +49,8 @@ class TaskSource:
     split: str | None = None
     size: int | None = None
     task_ids: tuple[str, ...] = ()
+    reward_components: tuple[str, ...] = ()
+    """The component names the env declares (:attr:`TextEnv.reward_components`; empty: none)."""
 
     @property
     def finite(self) -> bool:
@@ -102,7 +104,7 @@ async def probe(
     finally:
         if env is not None:
             await env.aclose()
-    return TaskSource(env_id, kwargs, chosen, size, ids)
+    return TaskSource(env_id, kwargs, chosen, size, ids, tuple(env.reward_components))
 
 
 async def probe_all(

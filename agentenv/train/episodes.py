@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from agentenv.evaluate import Suite, SuiteEntry
 from agentenv.planner import TaskSource, eval_episodes, probe_all, split_counts, train_episodes
 from agentenv.rollout import EpisodeRequest, RolloutConfig
-from agentenv.train.config import TrainConfig
+from agentenv.train.config import ConfigError, TrainConfig
+from agentenv.train.credit import INFO_GAIN
 
 
 @dataclass
@@ -43,10 +44,35 @@ class DataCursor:
 
 async def probe_envs(config: TrainConfig) -> tuple[list[TaskSource], list[TaskSource]]:
     """The training and held-out task sources of every env, each env built and reset once —
-    before any warm-up stage runs, so a bad kwarg or a dead service fails in seconds."""
+    before any warm-up stage runs, so a bad kwarg, a dead service or a reward component no env
+    reports fails in seconds."""
     train = await probe_all([(e.id, e.kwargs, e.train_split) for e in config.envs], role="train")
     held_out = await probe_all([(e.id, e.kwargs, e.test_split) for e in config.envs], role="eval")
+    check_component_names(config, train)
     return train, held_out
+
+
+def check_component_names(config: TrainConfig, sources: list[TaskSource]) -> None:
+    """:class:`ConfigError` for a reward component named in ``algorithm.process_rewards`` or
+    ``algorithm.gating.step_components`` that none of the envs declares (unchecked when an env
+    declares no components)."""
+    if not sources or not all(s.reward_components for s in sources):
+        return
+    algorithm = config.algorithm
+    known = {c for s in sources for c in s.reward_components}
+    if algorithm.info_gain.enabled:
+        known.add(INFO_GAIN)
+    named = [(f"algorithm.process_rewards.{c}", c) for c in algorithm.process_rewards]
+    if algorithm.gating.enabled:
+        named += [
+            (f"algorithm.gating.step_components[{i}]", c)
+            for i, c in enumerate(algorithm.gating.step_components or [])
+        ]
+    unknown = [
+        f"{path}: no env reports a reward component {c!r}" for path, c in named if c not in known
+    ]
+    if unknown:
+        raise ConfigError("; ".join(unknown) + f" (declared: {', '.join(sorted(known))})")
 
 
 def eval_suite(config: TrainConfig) -> Suite:

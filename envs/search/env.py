@@ -166,6 +166,7 @@ class SearchEnv(TextEnv):
 
     description = "Multi-hop QA over a BM25 retriever (Search-R1 protocol)"
     stop_strings = ("</search>", "</answer>")
+    reward_components = ("format", "retrieval_hit", "em", "f1", "format_score")
     transient_attributes = ("_client",)
 
     def __init__(

@@ -94,6 +94,10 @@ class Unpicklable(GoodEnv):
         return await super()._areset(seed=seed, options=options)
 
 
+class UndeclaredComponent(GoodEnv):
+    reward_components = ("wrong",)  # it reports "right"
+
+
 class MiscountedSplit(GoodEnv):
     def splits(self) -> dict[str, int | None]:
         return {"train": None, "test": 5}

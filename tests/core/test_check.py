@@ -64,6 +64,11 @@ def test_a_good_env_object_passes_and_the_report_is_seeded(broken):
         ("StepsAfterTheEnd", {"episode end"}, "instead of raising EpisodeOverError"),
         ("Unpicklable", {"pickle/deepcopy"}, "pickle after reset failed: TypeError"),
         ("MiscountedSplit", {"splits"}, "split 'test' declares 5 tasks, task_ids lists 4"),
+        (
+            "UndeclaredComponent",
+            {"info keys"},
+            "reward_components key 'right' is not in the env's reward_components",
+        ),
     ],
 )
 def test_a_broken_rule_fails_its_own_check(broken, env_class, failed, reason):

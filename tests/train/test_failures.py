@@ -8,6 +8,7 @@ import agentenv
 from agentenv.env import TextEnv
 from agentenv.planner import PlanError
 from agentenv.rollout import EpisodesFailedError
+from agentenv.train.config import ConfigError
 from agentenv.train.loop import train
 
 
@@ -46,6 +47,19 @@ def test_bad_env_kwarg_fails_before_the_warm_up_stages(tmp_path):
         train(config(tmp_path, env, pretrain=warm_up, sft={"enabled": True}))
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert not (run_dir / "pretrain").exists() and not (run_dir / "sft").exists()
+
+
+def test_a_reward_component_no_env_reports_fails_before_training(tmp_path):
+    algorithm = {"process_rewards": {"formatt": 0.1}, "gating": {"enabled": True,
+                 "step_components": ["retrieval_hit", "hit"]}}  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        train(config(tmp_path, {"id": "search-v0"}, algorithm=algorithm))
+    message = str(caught.value)
+    assert (
+        "algorithm.process_rewards.formatt: no env reports a reward component 'formatt'" in message
+    )
+    assert "algorithm.gating.step_components[1]" in message and "[0]" not in message
+    assert "declared: em, f1, format, format_score, retrieval_hit" in message
 
 
 def test_unknown_split_fails_before_training(tmp_path):

@@ -174,7 +174,7 @@ def rowwise_attention(
     cached = key.shape[2] - q_len
     if q_len > 1 and cached:
         raise ValueError("rowwise attention: a multi-token query must start an empty cache")
-    if len(left_padding) == 1:  # one run: every row as long as the longest, no padding
+    if len(left_padding) == 1 and left_padding[0][2] == 0:  # no row is padded
         return sdpa_attention_forward(module, query, key, value, None, **kwargs)
     out = query.new_zeros(rows, q_len, heads, value.shape[-1])
     for start, stop, pad in left_padding:

@@ -96,6 +96,19 @@ def test_a_row_does_not_depend_on_its_batch_mates(policy, chat_prompts):
         assert completion.logprobs == alone.logprobs  # bit-identical, not merely close
 
 
+def test_a_row_left_padded_and_alone_after_its_longer_mates_finish(policy, chat_prompts):
+    """Longer rows that stop after one token leave the target alone but still left-padded: it
+    must go on attending to its own tokens only, never to its padding."""
+    target = chat_prompts(1)
+    longer = [p + p[1:] * 2 for p in chat_prompts(3)[1:]]
+    sampling = SamplingParams(max_tokens=24, seed=4)
+    (alone,) = policy.generate_batch(policy.make_requests(target, sampling))
+    mates = policy.make_requests(longer, SamplingParams(max_tokens=1, seed=5))
+    together = policy.generate_batch([*mates, *policy.make_requests(target, sampling)])[-1]
+    assert len(alone.token_ids) > 2
+    assert together.token_ids == alone.token_ids and together.logprobs == alone.logprobs
+
+
 def test_batch_invariance_needs_an_sdpa_model(tiny_path, tokenizer):
     from transformers import AutoModelForCausalLM
 

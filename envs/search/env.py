@@ -19,6 +19,7 @@ entered the context for the first time this turn); both have weight 0.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -84,6 +85,11 @@ When you know the answer, write it between <answer> and </answer>, with no expla
 for example <answer> Kelvaria </answer>.
 Each message may contain only one search or one answer. You have at most {max_turns} turns; \
 on the last one you must answer."""
+
+
+_CHECKED: set[tuple[tuple[str, ...], str]] = set()
+"""(service URLs, corpus key) pairs whose corpus check passed in this process: the envs of a run
+(one per episode) check a remote service once, not once per episode."""
 
 
 def parse_action(text: str) -> tuple[str | None, str]:
@@ -217,11 +223,11 @@ class SearchEnv(TextEnv):
         self.reward_weights = {_OUTCOME_COMPONENT[reward]: 1.0}
         self.retry = RetryPolicy(timeout=timeout)
         self.world_config = WorldConfig(world_seed, num_entities, distractors, test_fraction)
-        self._qa_splits: dict[str, list[Task]] | None = None
+        self._qa_splits: dict[str, tuple[Task, ...]] | None = None
         self._qa_tasks: dict[str, Task] | None = None
         if qa is not None:
-            self._qa_splits = load_qa_splits(qa)
-            self._qa_tasks = {t.id: t for ts in self._qa_splits.values() for t in ts}
+            source = load_qa_splits(qa)
+            self._qa_splits, self._qa_tasks = source.splits, source.by_id
             if split not in self._qa_splits:
                 raise ValueError(
                     f"split={split!r} is not one of the QA splits {sorted(self._qa_splits)}"
@@ -230,6 +236,7 @@ class SearchEnv(TextEnv):
             self._service_config: dict[str, Any] = {"corpus": str(Path(corpus).resolve())}
         else:
             self._service_config = asdict(self.world_config)
+        self._corpus_key = json.dumps([self._service_config, str(qa)], sort_keys=True, default=str)
         self._client: ServiceClient | None = None
         self.think = think
         self.prefetch = prefetch
@@ -282,8 +289,10 @@ class SearchEnv(TextEnv):
             client = await connect(
                 SERVICE_FACTORY, self.service, config=self._service_config, retry=self.retry
             )
-            if self.service not in (None, "in-process", "local"):
+            check = (tuple(client.base_urls), self._corpus_key)
+            if self.service not in (None, "in-process", "local") and check not in _CHECKED:
                 await self._check_world(client)
+                _CHECKED.add(check)
             self._client = client
         return self._client
 

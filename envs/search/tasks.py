@@ -717,27 +717,51 @@ def load_qa(path: str | Path, split: str = "train") -> list[Task]:
     return tasks
 
 
-def load_qa_splits(qa: str | Path | Mapping[str, str | Path]) -> dict[str, list[Task]]:
+@dataclass(frozen=True)
+class QASource:
+    """The finite splits of QA files and their tasks by id (see :func:`load_qa_splits`)."""
+
+    splits: dict[str, tuple[Task, ...]]
+    by_id: dict[str, Task]
+
+
+def load_qa_splits(qa: str | Path | Mapping[str, str | Path]) -> QASource:
     """The finite splits of QA files: one path is every split (``train`` and ``test`` list the
-    same rows), a mapping names a file per split. A task id may name only one row in all files."""
-    if isinstance(qa, str | Path):
-        files = {str(qa): load_qa(qa, "qa")}
-        splits = dict.fromkeys(SPLITS, files[str(qa)])
+    same rows), a mapping names a file per split. A task id may name only one row in all files.
+
+    Cached per (split, path, size, modification time): the many envs of a run built on one file
+    (one per episode) parse it once.
+    """
+    named = {None: qa} if isinstance(qa, str | Path) else dict(qa)
+    key = []
+    for name, path in named.items():
+        stat = Path(path).stat() if Path(path).is_file() else None
+        key.append((name, str(path), stat and (stat.st_size, stat.st_mtime_ns)))
+    return _load_qa_splits(tuple(key))
+
+
+@functools.lru_cache(maxsize=16)
+def _load_qa_splits(key: tuple[tuple[str | None, str, Any], ...]) -> QASource:
+    if key[0][0] is None:
+        path = key[0][1]
+        files = {path: tuple(load_qa(path, "qa"))}
+        splits = dict.fromkeys(SPLITS, files[path])
     else:
-        files = {str(path): load_qa(path, str(name)) for name, path in qa.items()}
-        splits = dict(zip(map(str, qa), files.values(), strict=True))
-    seen: dict[str, str] = {}
+        files = {path: tuple(load_qa(path, str(name))) for name, path, _ in key}
+        splits = {str(name): files[path] for name, path, _ in key}
+    by_id: dict[str, Task] = {}
+    where: dict[str, str] = {}
     for path, tasks in files.items():
         if not tasks:
             raise DataFormatError(f"{path}: the QA file has no rows")
         for task in tasks:
-            if task.id in seen:
+            if task.id in where:
                 raise DataFormatError(
-                    f"{path}: task id {task.id!r} also names a row of {seen[task.id]}; "
+                    f"{path}: task id {task.id!r} also names a row of {where[task.id]}; "
                     "give every QA row a unique id"
                 )
-            seen[task.id] = path
-    return splits
+            where[task.id], by_id[task.id] = path, task
+    return QASource(splits, by_id)
 
 
 def save_corpus(docs: Iterable[Doc], path: str | Path) -> None:

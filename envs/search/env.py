@@ -19,7 +19,6 @@ entered the context for the first time this turn); both have weight 0.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -51,7 +50,13 @@ from agentenv.envs.search.tasks import (
 )
 from agentenv.launch import connect
 from agentenv.rewards.outcome import exact_match, f1_score, search_r1_format_score
-from agentenv.service import DEFAULT_TIMEOUT, EnvServiceError, RetryPolicy, ServiceClient
+from agentenv.service import (
+    DEFAULT_TIMEOUT,
+    EnvServiceError,
+    RetryPolicy,
+    ServiceClient,
+    config_key,
+)
 
 SERVICE_FACTORY = "agentenv.envs.search.server:create_app"
 INVALID_ACTION_HINT = (
@@ -236,7 +241,7 @@ class SearchEnv(TextEnv):
             self._service_config: dict[str, Any] = {"corpus": str(Path(corpus).resolve())}
         else:
             self._service_config = asdict(self.world_config)
-        self._corpus_key = json.dumps([self._service_config, str(qa)], sort_keys=True, default=str)
+        self._corpus_key = config_key({**self._service_config, "qa": qa})
         self._client: ServiceClient | None = None
         self.think = think
         self.prefetch = prefetch

@@ -30,6 +30,7 @@ from agentenv.env import EnvContractError
 from agentenv.registry import import_env_module
 from agentenv.rollout import EpisodesFailedError
 from agentenv.service import EnvServiceError
+from agentenv.toolcalls import PARSERS
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -135,6 +136,27 @@ def cmd_check(args: argparse.Namespace) -> None:
         sys.exit(EXIT_FAILURE)
 
 
+PLAY_TOOLS_HINT = (
+    'Call tools with one block per call: <tool_call>{"name": "NAME", "arguments": {...}}'
+    "</tool_call>\nA message without a call is your final answer."
+)
+
+
+def _tools_table(tools: list[dict[str, Any]]) -> Table:
+    """The env's tools: name, parameters (``*`` marks required ones), description."""
+    table = Table("tool", "parameters", "description", title="tools")
+    for tool in tools:
+        fn = tool.get("function", tool)
+        params = fn.get("parameters") or {}
+        required = set(params.get("required") or ())
+        args = ", ".join(
+            f"{name}{'*' if name in required else ''}: {spec.get('type', 'any')}"
+            for name, spec in (params.get("properties") or {}).items()
+        )
+        table.add_row(fn.get("name", "?"), args, fn.get("description", ""))
+    return table
+
+
 def cmd_play(args: argparse.Namespace) -> None:
     """A person plays: sees observations, types actions (end with an empty line), sees rewards."""
     import agentenv
@@ -145,6 +167,9 @@ def cmd_play(args: argparse.Namespace) -> None:
         console.rule(f"{args.env} · task {info.get('task_id')}")
         if info.get("system_prompt"):
             console.print("[dim]" + info["system_prompt"] + "[/dim]", markup=True, highlight=False)
+        if env.tools:
+            console.print(_tools_table(env.tools))
+            console.print(PLAY_TOOLS_HINT, highlight=False, markup=False)
         total = 0.0
         while True:
             console.print(f"\n[bold cyan]observation[/bold cyan]\n{observation}", highlight=False)
@@ -198,6 +223,7 @@ def _rollout_config(args: argparse.Namespace) -> Any:
         max_tokens_per_turn=args.max_tokens_per_turn,
         max_context_tokens=args.max_context_tokens,
         temperature=args.temperature,
+        tool_parser=args.tool_parser,
     )
 
 
@@ -256,7 +282,7 @@ def cmd_serve_policy(args: argparse.Namespace) -> None:
     from agentenv.policies.server import serve_policy
 
     console.print(f"serving {args.model} at http://{args.host}:{args.port}/v1 (Ctrl-C stops)")
-    serve_policy(args.model, host=args.host, port=args.port)
+    serve_policy(args.model, host=args.host, port=args.port, tool_parser=args.tool_parser)
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -377,12 +403,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens-per-turn", type=int, default=256)
     p.add_argument("--max-context-tokens", type=int, default=4096)
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument(
+        "--tool-parser",
+        choices=tuple(PARSERS),
+        default=None,
+        help="tool-call format of envs with native tools (default: detected from the template)",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("serve-policy", help="OpenAI-compatible server over a local model")
     p.add_argument("model", help="path | tiny | smollm2")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8001)
+    p.add_argument(
+        "--tool-parser",
+        choices=tuple(PARSERS),
+        default=None,
+        help="tool-call format of the model (default: detected from its chat template)",
+    )
     p.set_defaults(func=cmd_serve_policy)
 
     p = sub.add_parser("models", help="prepare offline models")

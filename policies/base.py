@@ -54,13 +54,14 @@ class Completion:
 class EpisodeContext:
     """What a scripted policy may know about the episode it acts in (models ignore it).
 
-    ``messages`` is the chat so far (``{"role", "content"}`` dicts); ``task`` the env's task
+    ``messages`` is the chat so far (OpenAI-shaped dicts: ``{"role", "content"}``, assistant
+    ``tool_calls`` and ``tool`` messages in envs with native tools); ``task`` the env's task
     object; ``info`` the last info dict the env returned.
     """
 
     env_id: str
     task: Any
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     info: dict[str, Any] = field(default_factory=dict)
 
 

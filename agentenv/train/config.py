@@ -20,6 +20,7 @@ from agentenv.rewards.estimators import (
     validate_options,
 )
 from agentenv.rewards.info_gain import InfoGainConfig as InfoGainOptions
+from agentenv.toolcalls import PARSERS
 from agentenv.train.losses import AggMode, KLKind
 
 _INFO_GAIN_OPTIONS = options_model("info_gain_options", [InfoGainOptions])
@@ -106,8 +107,18 @@ class RolloutSection(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     max_concurrent_episodes: int = Field(256, gt=0)
+    tool_parser: str | None = Field(
+        None, description="tool-call format of envs with native tools; null: from the template"
+    )
     group_size: int = Field(8, gt=0, description="episodes per task (G)")
     tasks_per_step: int = Field(8, gt=0, description="tasks (groups) per training step")
+
+    @field_validator("tool_parser")
+    @classmethod
+    def _known_parser(cls, value: str | None) -> str | None:
+        if value is not None and value not in PARSERS:
+            raise ValueError(f"unknown tool-call parser {value!r}; known: {', '.join(PARSERS)}")
+        return value
 
 
 class GatingConfig(Section):

@@ -102,4 +102,5 @@ def rollout_config(config: TrainConfig, temperature: float | None = None) -> Rol
         top_p=r.top_p,
         top_k=r.top_k,
         max_concurrent_episodes=r.max_concurrent_episodes,
+        tool_parser=r.tool_parser,
     )

@@ -56,6 +56,21 @@ def test_play_by_hand_through_stdin():
     assert "episode over" in out.stdout
 
 
+def test_play_shows_tools_and_takes_typed_calls():
+    calls = '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>\n\n'
+    typed = calls + '<tool_call>{"name": "add", "arguments": {"a": "2"}}</tool_call>\n\nIt is 5\n\n'
+    out = run(
+        "--import", "tool_env", "play", "calc-tools-test-v0", "--seed", "2", input=typed, cwd=HERE
+    )
+    assert out.returncode == 0, out.stderr
+    assert (
+        "tools" in out.stdout and "a*: integer" in out.stdout and "Add two integers" in out.stdout
+    )
+    assert "<tool_response>\n5\n</tool_response>" in out.stdout
+    assert "a must be integer" in out.stdout and "invalid action" in out.stdout
+    assert "episode over: success" in out.stdout
+
+
 def test_eval_expert_and_random(tmp_path):
     out = run("eval", "--env", "search-v0", "--policy", "expert", "-n", "6", "-k", "2",
               "--out", str(tmp_path / "e"))  # fmt: skip

@@ -113,7 +113,7 @@ def test_unicode_text_space_accepts_any_string():
 def test_info_keys_documented():
     assert set(INFO_KEYS) == {
         "task_id", "ground_truth", "system_prompt", "reward_components",
-        "action_valid", "anchor", "success",
+        "action_valid", "anchor", "success", "messages", "tool_calls",
     }  # fmt: skip
 
 

@@ -14,6 +14,15 @@ request per prompt (the server batches them), and asks for the generated token i
 ``score`` sends ``prompt + continuation`` with ``echo: true, max_tokens: 0, logprobs: 1`` and
 reads the prompt-token logprobs the server echoes back (supported by vLLM and serve-policy).
 
+Chat: :meth:`OpenAIPolicy.chat` posts ``/v1/chat/completions`` and returns the raw response;
+:meth:`OpenAIPolicy.chat_message` returns its first choice as an
+:class:`~agentenv.toolcalls.AssistantMessage` (content and :class:`~agentenv.toolcalls.ToolCall`
+objects with dict arguments, whether the server sent ``arguments`` as a JSON string, as OpenAI
+specifies, or as an object), and :func:`assistant_messages` reads every choice of a raw
+response. Both take ``tools``/``tool_choice`` and histories with tool calls: assistant messages
+as OpenAI dicts or :class:`~agentenv.toolcalls.AssistantMessage` objects, their call arguments
+sent as JSON strings whatever form they were given in.
+
 Requests carry vLLM's ``include_stop_str_in_output: true`` so a stop string stays in the text,
 as it does in the ids. Transient failures (connection errors, timeouts, HTTP 429/5xx) are
 retried with exponential backoff (honouring ``Retry-After``); a concurrency cap bounds the
@@ -24,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -37,6 +46,12 @@ from agentenv.policies.base import (
     FinishReason,
     SamplingParams,
     score_pairs,
+)
+from agentenv.toolcalls import (
+    AssistantMessage,
+    ToolCallError,
+    call_from_object,
+    message_from_openai,
 )
 
 log = logging.getLogger(__name__)
@@ -224,12 +239,49 @@ class OpenAIPolicy:
             )
         return np.asarray(values[-len(continuation) :], dtype=np.float32)
 
-    async def chat(self, messages: Sequence[dict[str, Any]], **params: Any) -> dict[str, Any]:
-        """``POST /v1/chat/completions`` with ``messages`` and extra OpenAI ``params``; the raw
-        response (``response["choices"][0]["message"]["content"]`` is the reply)."""
-        return await self.post(
-            "/chat/completions", {"model": self.model, "messages": list(messages), **params}
-        )
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any] | AssistantMessage],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """``POST /v1/chat/completions``; the raw response.
+
+        ``messages`` may hold assistant messages with ``tool_calls`` (OpenAI dicts, arguments a
+        JSON string or a dict, or :class:`AssistantMessage` objects) and ``tool`` messages;
+        ``tools`` are OpenAI tool schemas (``env.tools``), ``tool_choice`` OpenAI's
+        (``"auto"``, ``"none"``, ``"required"`` or a named function). ``params`` are further
+        OpenAI fields (``max_tokens``, ``temperature``, ``n``, ...). A message that cannot be
+        put on the wire is a ValueError; a failed request a :class:`PolicyServerError`.
+        """
+        body: dict[str, Any] = {"model": self.model, "messages": wire_messages(messages)}
+        if tools is not None:
+            body["tools"] = [dict(t) for t in tools]
+        if tool_choice is not None:
+            body["tool_choice"] = tool_choice
+        return await self.post("/chat/completions", {**body, **params})
+
+    async def chat_message(
+        self,
+        messages: Sequence[Mapping[str, Any] | AssistantMessage],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> AssistantMessage:
+        """:meth:`chat`'s first choice as an :class:`AssistantMessage`: its content and tool
+        calls (dict arguments, the server's call ids). Calls the server sent malformed are left
+        out and described in ``error``."""
+        response = await self.chat(messages, tools=tools, tool_choice=tool_choice, **params)
+        try:
+            return assistant_messages(response)[0]
+        except (ValueError, IndexError) as exc:
+            raise PolicyServerError(
+                f"{self.base_url}/chat/completions answered without a message: {exc}",
+                self.base_url,
+            ) from exc
 
     async def models(self) -> list[str]:
         """Model ids the server lists at ``GET /v1/models``."""
@@ -243,6 +295,37 @@ class OpenAIPolicy:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def wire_messages(
+    messages: Sequence[Mapping[str, Any] | AssistantMessage],
+) -> list[dict[str, Any]]:
+    """Chat messages as OpenAI's wire format takes them: :class:`AssistantMessage` objects as
+    OpenAI assistant messages, every tool call as ``{"id", "type": "function", "function":
+    {"name", "arguments": <JSON string>}}`` (dict arguments are encoded). A tool call that
+    cannot be read is a ValueError naming the message."""
+    out = []
+    for index, message in enumerate(messages):
+        entry = message.to_openai() if isinstance(message, AssistantMessage) else dict(message)
+        if entry.get("tool_calls"):
+            try:
+                entry["tool_calls"] = [call_from_object(c).to_openai() for c in entry["tool_calls"]]
+            except ToolCallError as exc:
+                raise ValueError(f"messages[{index}]: {exc}") from exc
+        out.append(entry)
+    return out
+
+
+def assistant_messages(response: Mapping[str, Any]) -> list[AssistantMessage]:
+    """Every choice of a chat-completions response as an :class:`AssistantMessage`, in order.
+
+    Tool-call ``arguments`` may be JSON strings (OpenAI) or objects (some servers); both become
+    dicts. A response without ``choices`` is a ValueError.
+    """
+    choices = response.get("choices")
+    if not isinstance(choices, list):
+        raise ValueError("the response has no choices list")
+    return [message_from_openai(choice.get("message") or {}) for choice in choices]
 
 
 def _resolve_tokenizer(tokenizer: Any) -> Any:

@@ -22,6 +22,12 @@ from agentenv.rewards.advantages import (
 from agentenv.rewards.estimators import compute_advantages, compute_advantages_with_clip
 from agentenv.rewards.gating import direct_accumulation, gated_accumulation
 from agentenv.rewards.rubric import RewardComponent, Rubric, RubricResult
+from agentenv.rewards.toolcall import (
+    call_credit,
+    facts_in_answer,
+    toolrl_correctness,
+    toolrl_score,
+)
 
 __all__ = [
     "RewardComponent",
@@ -41,4 +47,9 @@ __all__ = [
     "igpo",
     "mt_grpo",
     "rloo",
+    # tool calls (rewards.toolcall)
+    "call_credit",
+    "facts_in_answer",
+    "toolrl_correctness",
+    "toolrl_score",
 ]

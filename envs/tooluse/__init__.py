@@ -1,2 +1,17 @@
 """Tool-use environment family: native function calls over executable tool worlds, BFCL files
 and MCP servers."""
+
+from agentenv.registry import register
+from agentenv.service import register_service
+
+register(
+    "tooluse-v0",
+    "agentenv.envs.tooluse.world.env:ToolWorldEnv",
+    description="Customer-service requests over a shop database with typed tools",
+    expert="agentenv.envs.tooluse.world.expert",
+)
+register_service(
+    "tooluse",
+    "agentenv.envs.tooluse.world.server:create_app",
+    description="The tool world: one private SQLite shop database per session",
+)

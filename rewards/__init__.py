@@ -19,6 +19,8 @@ from agentenv.rewards.advantages import (
     mt_grpo,
     rloo,
 )
+from agentenv.rewards.bfcl import ASTResult, checker_for
+from agentenv.rewards.bfcl import check as bfcl_check
 from agentenv.rewards.estimators import compute_advantages, compute_advantages_with_clip
 from agentenv.rewards.gating import direct_accumulation, gated_accumulation
 from agentenv.rewards.rubric import RewardComponent, Rubric, RubricResult
@@ -47,6 +49,10 @@ __all__ = [
     "igpo",
     "mt_grpo",
     "rloo",
+    # BFCL's AST checker (rewards.bfcl)
+    "ASTResult",
+    "bfcl_check",
+    "checker_for",
     # tool calls (rewards.toolcall)
     "call_credit",
     "facts_in_answer",

@@ -1,5 +1,6 @@
-"""Tool-use environment family: native function calls over executable tool worlds, BFCL files
-and MCP servers."""
+"""Tool-use environment family: native function calls over an executable tool world, BFCL files
+and MCP servers (docs/envs/tooluse.md). Envs are registered by string: nothing is imported (mcp
+included) until one is made."""
 
 from agentenv.registry import register
 from agentenv.service import register_service
@@ -15,7 +16,12 @@ register_service(
     "agentenv.envs.tooluse.world.server:create_app",
     description="The tool world: one private SQLite shop database per session",
 )
-# MCP envs are registered by string: nothing imports mcp until one is made.
+register(
+    "bfcl-v0",
+    "agentenv.envs.tooluse.bfcl.env:BFCLEnv",
+    description="BFCL single-turn function calling (BFCL files or shipped samples), AST-checked",
+    expert="agentenv.envs.tooluse.bfcl.expert",
+)
 register(
     "mcp-v0",
     "agentenv.envs.tooluse.mcp.env:McpEnv",

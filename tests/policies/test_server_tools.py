@@ -21,9 +21,10 @@ from openai.types.chat import ChatCompletionMessageFunctionToolCall
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agentenv.launch import LocalServer
+from agentenv.policies.chat import MAX_TOOLS, template_tool_parser
 from agentenv.policies.hf import HFPolicy
 from agentenv.policies.openai import OpenAIPolicy, assistant_messages, wire_messages
-from agentenv.policies.server import MAX_TOOLS, create_app, template_tool_parser
+from agentenv.policies.server import create_app
 from agentenv.toolcalls import AssistantMessage, ToolCall, template_messages
 
 FACTORY = "agentenv.policies.server:create_app_from_spec"

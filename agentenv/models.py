@@ -10,6 +10,7 @@ causal LM; :func:`smollm2` converts the SmolLM2-135M-Instruct GGUF shipped by th
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -211,11 +212,13 @@ whatever else is registered or installed (an env needing an optional extra, or o
 edited later, does not change it). Tool-call text is in :data:`FALLBACK_TEXT`."""
 
 
-def env_corpus(seeds: Iterable[int] = range(8)) -> list[str]:
+@functools.cache
+def env_corpus(seeds: Iterable[int] = range(8)) -> tuple[str, ...]:
     """Training text for the tiny tokenizer: what the :data:`CORPUS_ENVS` show and expect.
 
     For each: the system prompt, observations and expert actions of a few seeded episodes played
-    by the family's expert. The built-in :data:`FALLBACK_TEXT` is always included.
+    by the family's expert. The built-in :data:`FALLBACK_TEXT` is always included. Computed once
+    per process (it is the same text every time).
     """
     import agentenv
     import agentenv.envs  # noqa: F401  (registers the built-in envs)
@@ -223,7 +226,7 @@ def env_corpus(seeds: Iterable[int] = range(8)) -> list[str]:
     texts = [FALLBACK_TEXT]
     for info in map(agentenv.env_info, CORPUS_ENVS):
         texts += _sample_env(info, seeds)
-    return texts
+    return tuple(texts)
 
 
 def _sample_env(info: Any, seeds: Iterable[int], max_turns: int = 4) -> list[str]:

@@ -11,11 +11,14 @@ parity: the parsed calls, rendered back by the template, give the text the model
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import types
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 import agentenv
@@ -32,14 +35,18 @@ from .tool_templates import LLAMA31, LLAMA_SPECIAL_TOKENS, PYTHONIC, QWEN3, QWEN
 ENV = "calc-tools-test-v0"
 
 
+def _json(value) -> str:
+    return json.dumps(value, ensure_ascii=False)  # as templates' tojson writes it
+
+
 def _hermes(calls: list[tuple[str, dict]]) -> str:
     return "\n".join(
-        f"<tool_call>\n{json.dumps({'name': n, 'arguments': a})}\n</tool_call>" for n, a in calls
+        f"<tool_call>\n{_json({'name': n, 'arguments': a})}\n</tool_call>" for n, a in calls
     )
 
 
-def _plan(task: dict) -> list[list[tuple[str, dict]]]:
-    return [[("add", {"a": task["a"], "b": task["b"]}), ("shout", {"text": "ok"})]]
+def _plan(task: dict, text: str) -> list[tuple[str, dict]]:
+    return [("add", {"a": task["a"], "b": task["b"]}), ("shout", {"text": text})]
 
 
 def _answer(task: dict) -> str:
@@ -50,31 +57,31 @@ def _turn(messages: list[dict]) -> int:
     return sum(m["role"] == "assistant" for m in messages)
 
 
-def hermes_solve(task, messages):
+def hermes_solve(task, messages, text="ok"):
     turn = _turn(messages)
-    return _hermes(_plan(task)[0]) if turn == 0 else _answer(task)
+    return _hermes(_plan(task, text)) if turn == 0 else _answer(task)
 
 
-def qwen3_solve(task, messages):
+def qwen3_solve(task, messages, text="ok"):
     turn = _turn(messages)
-    body = _hermes(_plan(task)[0]) if turn == 0 else _answer(task)
+    body = _hermes(_plan(task, text)) if turn == 0 else _answer(task)
     return f"<think>\nStep {turn}.\n</think>\n\n{body}"
 
 
-def llama_solve(task, messages):
+def llama_solve(task, messages, text="ok"):
     turn = _turn(messages)
-    calls = _plan(task)[0]
+    calls = _plan(task, text)
     if turn < len(calls):  # Llama-3.1 templates take one call per turn
         name, args = calls[turn]
-        return json.dumps({"name": name, "parameters": args})
+        return _json({"name": name, "parameters": args})
     return _answer(task)
 
 
-def pythonic_solve(task, messages):
+def pythonic_solve(task, messages, text="ok"):
     if _turn(messages) == 0:
         calls = ", ".join(
-            f"{n}({', '.join(f'{k}={json.dumps(v)}' for k, v in a.items())})"
-            for n, a in _plan(task)[0]
+            f"{n}({', '.join(f'{k}={_json(v)}' for k, v in a.items())})"
+            for n, a in _plan(task, text)
         )
         return f"[{calls}]"
     return _answer(task)
@@ -89,6 +96,7 @@ FAMILIES = {
 }
 
 
+@functools.cache
 def _tokenizer(template: str | None):
     tokenizer = AutoTokenizer.from_pretrained(tiny())
     if template is not None:
@@ -121,13 +129,20 @@ def _tools(seed: int) -> list[dict]:
         env.close()
 
 
+# Any text a tool is sent and sends back, except what would close the call's own markup.
+tool_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30
+).filter(lambda t: "tool_call" not in t and "think>" not in t)
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
-@pytest.mark.parametrize("seed", [0, 7])
-def test_tool_calls_are_token_faithful_and_render_back(family, seed):
+@settings(max_examples=8, deadline=None)
+@given(text=tool_text, seed=st.integers(0, 1000))
+def test_tool_calls_are_token_faithful_and_render_back(family, text, seed):
     template, solve, parser = FAMILIES[family]
     tokenizer = _tokenizer(template)
     assert detect_parser(tokenizer) == parser
-    policy = Recording(solve, tokenizer)
+    policy = Recording(lambda task, messages: solve(task, messages, text), tokenizer)
     engine = RolloutEngine(policy, RolloutConfig(max_tokens_per_turn=256))
     (traj,) = asyncio.run(engine.run([EpisodeRequest(ENV, seed, sample_seed=0)]))
 

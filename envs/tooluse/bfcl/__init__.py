@@ -4,5 +4,5 @@
 :mod:`~agentenv.envs.tooluse.bfcl.env` plays them (``bfcl-v0``), judged by BFCL's AST checker
 (:mod:`agentenv.rewards.bfcl`), and :mod:`~agentenv.envs.tooluse.bfcl.expert` solves them.
 ``data/`` holds small synthetic files in BFCL's format (written for agentenv, not taken from
-BFCL). See ``docs/envs/tooluse-bfcl.md``.
+BFCL). See ``docs/envs/tooluse.md``.
 """

@@ -189,10 +189,10 @@ def _explain(verdict: ASTResult) -> str:
 
 
 def _path_key(path: Paths) -> str | tuple[str, ...]:
-    """``path`` as resolved string(s): the key of the parse cache."""
+    """``path`` as resolved string(s) (``~`` expanded): what is loaded, and the parse cache's key."""
     if isinstance(path, str | Path):
-        return str(Path(path).resolve())
-    return tuple(str(Path(p).resolve()) for p in path)
+        return str(Path(path).expanduser().resolve())
+    return tuple(str(Path(p).expanduser().resolve()) for p in path)
 
 
 @functools.lru_cache(maxsize=16)

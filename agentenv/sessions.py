@@ -399,3 +399,34 @@ class ServiceSession:
         except EnvServiceError as exc:
             if exc.status != 404:
                 raise
+
+
+async def release(session: ServiceSession | None) -> None:
+    """Close ``session`` if there is one; a session the service cannot be told about (it is
+    dead or unreachable) is left to its idle reaper."""
+    if session is not None:
+        with contextlib.suppress(EnvServiceError):
+            await session.aclose()
+
+
+async def check_served(
+    client: ServiceClient, path: str, key: str, expected: str, *, data: str, config: object
+) -> None:
+    """Fail fast unless the service behind ``client`` serves the ``data`` (a world, a
+    catalogue) an env was configured with: ``GET path`` must report ``key == expected``.
+
+    On a mismatch, or a failed request, ``client`` is closed and the error names the URL, both
+    fingerprints and ``config``.
+    """
+    try:
+        served = (await client.get(path)).get(key)
+    except BaseException:
+        await client.aclose()
+        raise
+    if served != expected:
+        await client.aclose()
+        raise EnvServiceError(
+            f"the service at {client.url} serves another {data} ({key} {served}) than this "
+            f"env's {config} ({expected}); start it with the same {data} knobs",
+            url=client.url,
+        )

@@ -36,7 +36,6 @@ asin, options)``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import asdict, fields
 from typing import Any, ClassVar, Literal
@@ -60,8 +59,8 @@ from agentenv.envs.webshop.search import catalog_digest
 from agentenv.envs.webshop.server import goal_body
 from agentenv.envs.webshop.tasks import GoalConfig, goal_by_id, goal_ids, split_sizes
 from agentenv.launch import connect
-from agentenv.service import DEFAULT_TIMEOUT, EnvServiceError, RetryPolicy, ServiceClient
-from agentenv.sessions import ServiceSession
+from agentenv.service import DEFAULT_TIMEOUT, RetryPolicy, ServiceClient
+from agentenv.sessions import ServiceSession, check_served, release
 
 SERVICE_FACTORY = "agentenv.envs.webshop.server:create_app"
 AVAILABLE_ACTIONS = "available_actions"
@@ -220,26 +219,17 @@ class WebShopEnv(TextEnv):
             client = await connect(SERVICE_FACTORY, self.service, config=config, retry=self.retry)
             key = (tuple(client.base_urls), json.dumps(config, sort_keys=True))
             if self.service not in (None, "in-process", "local") and key not in _CHECKED:
-                await self._check_catalog(client)
+                await check_served(
+                    client,
+                    "/catalog",
+                    "digest",
+                    catalog_digest(generate_catalog(self.catalog_config)),
+                    data="catalogue",
+                    config=self.catalog_config,
+                )
                 _CHECKED.add(key)
             self._client = client
         return self._client
-
-    async def _check_catalog(self, client: ServiceClient) -> None:
-        expected = catalog_digest(generate_catalog(self.catalog_config))
-        try:
-            served = (await client.get("/catalog")).get("digest")
-        except BaseException:
-            await client.aclose()
-            raise
-        if served != expected:
-            await client.aclose()
-            raise EnvServiceError(
-                f"the webshop service at {client.url} serves another catalogue (digest "
-                f"{served}) than this env's {self.catalog_config} ({expected}); start it with "
-                "the same catalogue knobs",
-                url=client.url,
-            )
 
     async def _open_session(self) -> tuple[ServiceSession, dict[str, Any]]:
         """A fresh session on the episode's goal, with the episode's valid actions so far
@@ -252,12 +242,8 @@ class WebShopEnv(TextEnv):
         return session, body
 
     async def _release(self) -> None:
-        """Close the episode's session; one the service cannot be told about is left to its
-        idle reaper."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            with contextlib.suppress(EnvServiceError):
-                await session.aclose()
+        session, self._session = self._session, None
+        await release(session)
 
     async def aclose(self) -> None:
         await self._release()

@@ -27,7 +27,6 @@ things, whatever the order.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -54,8 +53,8 @@ from agentenv.rewards.toolcall import (
     toolrl_correctness,
     toolrl_score,
 )
-from agentenv.service import DEFAULT_TIMEOUT, EnvServiceError, RetryPolicy, ServiceClient
-from agentenv.sessions import ServiceSession
+from agentenv.service import DEFAULT_TIMEOUT, RetryPolicy, ServiceClient
+from agentenv.sessions import ServiceSession, check_served, release
 from agentenv.toolcalls import ToolCall, decode_action
 
 SERVICE_FACTORY = "agentenv.envs.tooluse.world.server:create_app"
@@ -194,26 +193,17 @@ class ToolWorldEnv(ToolEnv):
             client = await connect(SERVICE_FACTORY, self.service, config=config, retry=self.retry)
             key = (tuple(client.base_urls), json.dumps(config, sort_keys=True))
             if self.service not in (None, "in-process", "local") and key not in _CHECKED:
-                await self._check_world(client)
+                await check_served(
+                    client,
+                    "/world",
+                    "fingerprint",
+                    build_world(self.world_config).fingerprint,
+                    data="world",
+                    config=self.world_config,
+                )
                 _CHECKED.add(key)
             self._client = client
         return self._client
-
-    async def _check_world(self, client: ServiceClient) -> None:
-        expected = build_world(self.world_config).fingerprint
-        try:
-            served = (await client.get("/world")).get("fingerprint")
-        except BaseException:
-            await client.aclose()
-            raise
-        if served != expected:
-            await client.aclose()
-            raise EnvServiceError(
-                f"the tooluse service at {client.url} serves another world (fingerprint "
-                f"{served}) than this env's {self.world_config} ({expected}); start it with "
-                "the same world knobs",
-                url=client.url,
-            )
 
     async def _open_session(self) -> ServiceSession:
         """A fresh session for the running episode, with the episode's successful calls so far
@@ -228,12 +218,8 @@ class ToolWorldEnv(ToolEnv):
         return session
 
     async def _release(self) -> None:
-        """Close the episode's session; one the service cannot be told about is left to its
-        idle reaper (a dead service has lost it anyway)."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            with contextlib.suppress(EnvServiceError):
-                await session.aclose()
+        session, self._session = self._session, None
+        await release(session)
 
     async def aclose(self) -> None:
         await self._release()

@@ -10,6 +10,34 @@ VENV=${AGENTENV_VENV:-.venv}
 STAMP="$VENV/.agentenv-setup"
 WANT=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 
+# The default sandbox (agentenv/sandbox) runs commands under bubblewrap, with util-linux's prlimit
+# and setpriv. Checked on every run, before the stamp: missing ones are installed with apt-get
+# (through sudo when not root).
+sandbox_tools_missing() {
+  local missing=()
+  command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+  { command -v prlimit && command -v setpriv; } >/dev/null 2>&1 || missing+=(util-linux)
+  echo "${missing[*]}"
+}
+MISSING=$(sandbox_tools_missing)
+if [ -n "$MISSING" ]; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
+    echo "agentenv: installing $MISSING (the sandbox) with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086  # $SUDO and $MISSING are word lists
+    $SUDO apt-get install -y --no-install-recommends $MISSING >/dev/null 2>&1 ||
+      { $SUDO apt-get update -q >/dev/null 2>&1 &&
+        $SUDO apt-get install -y --no-install-recommends $MISSING >/dev/null 2>&1; } || true
+  fi
+  if [ -n "$(sandbox_tools_missing)" ]; then
+    echo "agentenv: could not install $(sandbox_tools_missing), which the sandbox needs;" \
+      "install it as root: apt-get install -y --no-install-recommends bubblewrap util-linux" >&2
+    exit 1
+  fi
+fi
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   exit 0
 fi

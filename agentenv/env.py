@@ -245,6 +245,12 @@ class TextEnv(gymnasium.Env[str, str]):
             )
         return splits[split]
 
+    def draw_index(self, split: str) -> int:
+        """The seed's pick of a task of ``split``: an index into a finite split's tasks, or a
+        draw in [0, 2^31) naming a task of an unlimited one (drawn from ``np_random``)."""
+        size = self.check_split(split)
+        return int(self.np_random.integers(size if size is not None else 2**31))
+
     # -- to implement -----------------------------------------------------------------------
     async def _areset(self, *, seed: int | None, options: dict[str, Any]) -> tuple[str, dict]:
         raise NotImplementedError

@@ -198,9 +198,8 @@ class WebShopEnv(TextEnv):
         return goal_by_id(self.catalog_config, self.goal_config, str(task))
 
     def _draw(self, split: str) -> Goal:
-        size = self.check_split(split)
-        index = int(self.np_random.integers(size if size is not None else 2**31))
-        if size is not None:
+        index = self.draw_index(split)
+        if self.check_split(split) is not None:
             return self.get_task(goal_ids(self.catalog_config, self.goal_config, split)[index])
         return self.get_task(f"{split}-{index}")
 

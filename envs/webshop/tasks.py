@@ -345,19 +345,7 @@ class GoalSpace:
         text = instruction_text(
             product.query, attrs, options, bound, template=int(rng.integers(len(_TEMPLATES)))
         )
-        return Goal(
-            id=f"{split}-{k}",
-            asin=product.asin,
-            instruction=text,
-            attributes=tuple(attrs),
-            options=options,
-            price_upper=bound,
-            name=product.title,
-            query=product.query,
-            category=product.category,
-            product_category=product.product_category,
-            weight=self._weight(attrs),
-        )
+        return _goal(product, f"{split}-{k}", text, attrs, options, bound, self._weight(attrs))
 
     def _weight(self, attributes: Sequence[str]) -> float:
         """WebShop's rarity weight, scaled so that an attribute of mean frequency weighs 1."""
@@ -645,6 +633,31 @@ def load_human_goals(
     return goals
 
 
+def _goal(
+    product: Product,
+    goal_id: str,
+    instruction: str,
+    attrs: Sequence[str],
+    options: dict[str, str],
+    bound: float,
+    weight: float = 1.0,
+) -> Goal:
+    """The goal ``goal_id`` on ``product``: the target's name, query and categories are its."""
+    return Goal(
+        id=goal_id,
+        asin=product.asin,
+        instruction=instruction,
+        attributes=tuple(attrs),
+        options=options,
+        price_upper=bound,
+        name=product.title,
+        query=product.query,
+        category=product.category,
+        product_category=product.product_category,
+        weight=weight,
+    )
+
+
 def _loaded_goal(
     product: Product,
     goal_id: str,
@@ -654,19 +667,8 @@ def _loaded_goal(
     bound: float,
     weight: float = 1.0,
 ) -> Goal:
-    return Goal(
-        id=goal_id,
-        asin=product.asin,
-        instruction=f"{text}{price_text(bound)}",
-        attributes=attrs,
-        options=options,
-        price_upper=bound,
-        name=product.title,
-        query=product.query,
-        category=product.category,
-        product_category=product.product_category,
-        weight=weight,
-    )
+    """A goal of a loaded instruction, with WebShop's price clause appended."""
+    return _goal(product, goal_id, f"{text}{price_text(bound)}", attrs, options, bound, weight)
 
 
 def synthetic_goals(

@@ -180,9 +180,8 @@ class ToolWorldEnv(ToolEnv):
         return task_by_id(self.world_config, self.task_config, str(task))
 
     def _draw(self, split: str) -> Task:
-        size = self.check_split(split)
-        index = int(self.np_random.integers(size if size is not None else 2**31))
-        if size is None:
+        index = self.draw_index(split)
+        if self.check_split(split) is None:
             return generate(self.world_config, self.task_config, split, index)
         return task_by_id(self.world_config, self.task_config, f"{split}-{index}")
 

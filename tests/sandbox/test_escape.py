@@ -166,7 +166,7 @@ print("DONE")
 async def test_runs_without_privileges(sb: Sandbox) -> None:
     """Not root, no capabilities (as root on the host: a uid of its own)."""
     if os.geteuid() != 0 and sb.backend == "unsafe-local":
-        pytest.skip("the host user is unprivileged already")
+        pytest.skip(reason="the host user is unprivileged already")
     result = await sb.run("id -u; grep -E '^Cap(Eff|Prm|Bnd)' /proc/self/status")
     uid, *caps = result.output.split("\n")
     assert result.returncode == 0, result.output

@@ -63,7 +63,7 @@ async def test_python_and_pytest_run_inside(sb: Sandbox) -> None:
 
 async def test_sandboxes_have_their_own_uid_and_workspace(root: Path) -> None:
     if os.geteuid() != 0:
-        pytest.skip("without root, every sandbox runs as the current user")
+        pytest.skip(reason="without root, every sandbox runs as the current user")
     async with make("bwrap", root) as a, make("bwrap", root) as b:
         await a.write_file("mine", "a")
         ids = [(await s.run("id -u; ls")).output for s in (a, b)]
@@ -171,7 +171,7 @@ async def test_timeout_kills_the_whole_process_group(backend: str, root: Path) -
 
 async def test_nothing_of_the_sandbox_uid_is_left_after_a_command(sb: Sandbox) -> None:
     if os.geteuid() != 0:
-        pytest.skip("sandbox uids exist only when the host runs as root")
+        pytest.skip(reason="sandbox uids exist only when the host runs as root")
     result = await sb.run("setsid nohup sleep 60 >/dev/null 2>&1 & sleep 60 & echo started")
     assert result.output == "started\n"
     assert [pid for pid in sandbox_pids() if _uid(pid) == sb.workspace.uid] == []

@@ -11,12 +11,14 @@ STAMP="$VENV/.agentenv-setup"
 WANT=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 
 # The default sandbox (agentenv/sandbox) runs commands under bubblewrap, with util-linux's prlimit
-# and setpriv. Checked on every run, before the stamp: missing ones are installed with apt-get
-# (through sudo when not root).
+# and setpriv; the SWE env's workspaces and grading use git and patch. Checked on every run,
+# before the stamp: missing ones are installed with apt-get (through sudo when not root).
 sandbox_tools_missing() {
   local missing=()
   command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
   { command -v prlimit && command -v setpriv; } >/dev/null 2>&1 || missing+=(util-linux)
+  command -v git >/dev/null 2>&1 || missing+=(git)
+  command -v patch >/dev/null 2>&1 || missing+=(patch)
   echo "${missing[*]}"
 }
 MISSING=$(sandbox_tools_missing)
@@ -33,7 +35,7 @@ if [ -n "$MISSING" ]; then
   fi
   if [ -n "$(sandbox_tools_missing)" ]; then
     echo "agentenv: could not install $(sandbox_tools_missing), which the sandbox needs;" \
-      "install it as root: apt-get install -y --no-install-recommends bubblewrap util-linux" >&2
+      "install it as root: apt-get install -y --no-install-recommends bubblewrap util-linux git patch" >&2
     exit 1
   fi
 fi

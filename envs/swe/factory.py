@@ -124,6 +124,9 @@ class Instance:
     mutated_files: list[str]
     functions: list[str]
     families: list[str]
+    image: str = ""
+    """The container image that holds the buggy repo (loaded SWE-bench/SWE-smith rows); ``""``:
+    the tree is ``package``'s sdist with ``bug_patch`` applied, run in bwrap."""
 
     def to_swebench(self) -> dict[str, object]:
         """A SWE-bench dataset row: FAIL_TO_PASS/PASS_TO_PASS as JSON strings."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 from agentenv import env as keys
@@ -105,6 +105,10 @@ class ToolEnv(TextEnv):
     """
 
     observation_role: ClassVar[str] = "user"  # the task's request; results go in info["messages"]
+    ends_on_reply: ClassVar[bool] = True
+    """Whether a message without tool calls is the final answer (else it is an invalid action:
+    an env whose episodes end through a tool sets :attr:`finished` from :meth:`call_tool`)."""
+    no_call_message: ClassVar[str] = "your message called no tool"
     invalid_message: ClassVar[str] = (
         "Your last message could not be read as tool calls: {error}. Nothing was run. "
         'Write each call as a JSON object with a "name" and an "arguments" object.'
@@ -142,6 +146,7 @@ class ToolEnv(TextEnv):
         self.tool_timeout = tool_timeout
         self.episode_tools: dict[str, Tool] = {}
         self.call_log: list[CallResult] = []
+        self.finished = False
         self.tools = None
 
     # -- to implement -----------------------------------------------------------------------
@@ -175,6 +180,7 @@ class ToolEnv(TextEnv):
         list appended under the text protocol)."""
         self.episode_tools = {t.name: t for t in tools}
         self.call_log = []
+        self.finished = False
         if self.protocol == "native":
             self.tools = [t.schema() for t in tools]
         else:
@@ -189,11 +195,18 @@ class ToolEnv(TextEnv):
         if message.error or len(message.tool_calls) > self.max_calls_per_turn:
             return await self._invalid(message)
         if not message.tool_calls:
+            if not self.ends_on_reply:
+                return await self._invalid(replace(message, error=self.no_call_message))
             return await self._end(message.content, terminated=True, valid=True, results=[])
         message = message.with_ids(f"call_{self.turn}_")
-        results = [await self._run(call) for call in message.tool_calls]
+        results = []
+        for call in message.tool_calls:
+            if not self.finished:  # the calls after one that ended the episode do not run
+                results.append(await self._run(call))
         self.call_log += results
         valid = all(r.ok for r in results)
+        if self.finished:
+            return await self._end(None, terminated=True, valid=valid, results=results)
         if self.turn + 1 >= self.max_turns:
             return await self._end(None, terminated=False, valid=valid, results=results)
         observation, messages = self._answer(results)

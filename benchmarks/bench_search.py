@@ -4,14 +4,17 @@ Measured, all in one run:
 
 - world generation and BM25 index build time (fresh cache), and the reopen time of the cached index;
 - ``/retrieve`` over loopback (``agentenv serve search``: uvicorn on 127.0.0.1, one worker) at 1,
-  64 and 256 concurrent sessions (keep-alive connections sending back to back), unbatched (one query per request) and batched (``--batch`` queries per
-  request): retrievals/s and per-request p50/p99 latency; the baseline is the index searched
-  directly in this process (no HTTP);
-- env steps/s of 256 concurrent expert episodes with the service in-process vs over HTTP.
+  64 and 256 concurrent sessions (keep-alive connections sending back to back), unbatched (one
+  query per request) and batched (``--batch`` queries per request), with the server coalescing
+  concurrent requests (the default) and without (``coalesce=False``, one search per request in
+  the thread pool: the baseline): retrievals/s and per-request p50/p99 latency; the reference
+  is the index searched directly in this process (no HTTP);
+- env steps/s of 256 concurrent expert episodes with the service in-process vs over HTTP
+  (skipped with ``--skip-env``).
 
 The queries are the expert's, for generated 1-4-hop tasks. Client and server share the machine.
 
-    python benchmarks/bench_search.py [--entities 52000] [--seconds 3] [--batch 32]
+    python benchmarks/bench_search.py [--entities 52000] [--seconds 3] [--batch 32] [--skip-env]
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ async def _session(
 
 
 async def bench_http(
-    port: int, queries: list[str], sessions: int, batch: int, seconds: float
+    port: int, queries: list[str], sessions: int, batch: int, seconds: float, coalesce: bool
 ) -> dict:
     bodies = [
         json.dumps({"queries": queries[i : i + batch], "topk": 3, "return_scores": True}).encode()
@@ -132,9 +135,9 @@ async def bench_http(
     )
     elapsed = time.perf_counter() - start
     done = len(out["latencies"])
-    mode = "batched" if batch > 1 else "unbatched"
+    mode = ("batched" if batch > 1 else "unbatched") + (", coalesced" if coalesce else "")
     row = _row(f"/retrieve {mode}", sessions, batch, done, done * batch, elapsed, out["latencies"])
-    return {**row, "errors": out["errors"]}
+    return {**row, "coalesce": coalesce, "errors": out["errors"]}
 
 
 def _row(name, sessions, batch, requests, queries, elapsed, latencies) -> dict:
@@ -200,6 +203,8 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--episodes", type=int, default=1024)
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 64, 256])
+    parser.add_argument("--skip-env", action="store_true", help="skip the env-steps runs")
     parser.add_argument("--out", default="benchmarks/results/search.json")
     args = parser.parse_args()
 
@@ -211,17 +216,25 @@ async def main() -> None:
         build, index = bench_build(config, Path(cache))
         queries = expert_queries(build_world(config), 2000)
         rows = [bench_direct(index, queries, args.seconds)]
-        with LocalServer(SERVICE_FACTORY, asdict(config)) as server:
-            for batch in (1, args.batch):
-                for sessions in (1, 64, 256):
-                    console.print(f"/retrieve: {sessions} sessions, batch {batch} ...")
-                    rows.append(
-                        await bench_http(server.port, queries, sessions, batch, args.seconds)
-                    )
-            console.print("env episodes over HTTP ...")
-            env_rows = [await bench_env(server.url, config, args.episodes, 256)]
-        console.print("env episodes in-process ...")
-        env_rows.insert(0, await bench_env(None, config, args.episodes, 256))
+        env_rows: list[dict] = []
+        for coalesce in (False, True):
+            with LocalServer(SERVICE_FACTORY, {**asdict(config), "coalesce": coalesce}) as server:
+                for batch in (1, args.batch):
+                    for sessions in args.sessions:
+                        console.print(
+                            f"/retrieve: {sessions} sessions, batch {batch}, coalesce {coalesce}"
+                        )
+                        rows.append(
+                            await bench_http(
+                                server.port, queries, sessions, batch, args.seconds, coalesce
+                            )
+                        )
+                if coalesce and not args.skip_env:
+                    console.print("env episodes over HTTP ...")
+                    env_rows.append(await bench_env(server.url, config, args.episodes, 256))
+        if not args.skip_env:
+            console.print("env episodes in-process ...")
+            env_rows.insert(0, await bench_env(None, config, args.episodes, 256))
 
     baseline = rows[0]["retrievals_per_s"]
     table = Table(title=f"search: {build['num_docs']:,} docs, {os.cpu_count()} CPUs")
@@ -267,7 +280,7 @@ async def main() -> None:
         f"{build['index_build_s']:.2f}",
         f"{build['index_reopen_s']:.3f}",
     )
-    console.print(build_table, table, env_table)
+    console.print(build_table, table, *([env_table] if env_rows else []))
 
     report = {
         "machine": {

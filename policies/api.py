@@ -4,24 +4,43 @@
 :class:`SamplingRequest` holds the sampling fields of ``/v1/completions`` and
 ``/v1/chat/completions`` with their bounds (:data:`MAX_TOP_K`, :data:`MAX_STOPS`,
 :data:`MAX_STOP_CHARS`; :data:`MAX_LOGPROBS` bounds each endpoint's logprobs field) and turns
-them into checked :class:`~agentenv.policies.base.SamplingParams`. :func:`visible_text` and
-:func:`openai_finish` give a completion's text and finish reason as OpenAI reports them.
+them into checked :class:`~agentenv.policies.base.SamplingParams`. A field the request schema
+does not know is refused (HTTP 400 naming it), and so is a value of a field the backend cannot
+honour yet (:data:`BACKEND_FIELDS`). :func:`served` gives a completion as OpenAI reports it:
+cut at the first of ``stop_token_ids``, decoded with or without special tokens, the stop string
+cut unless asked for, with its finish and stop reasons.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentenv.policies.base import Completion, SamplingParams
 from agentenv.policies.hf import check_sampling
+from agentenv.policies.sampling import SamplingExtras
 
 MAX_TOP_K = 2**31 - 1
 MAX_LOGPROBS = 20
 """Largest ``logprobs`` / ``top_logprobs`` (vLLM's default ``max_logprobs``)."""
 MAX_STOPS = 64
 MAX_STOP_CHARS = 1024
+MAX_LOGIT_BIAS = 300
+"""Most ``logit_bias`` entries (OpenAI's limit)."""
+BACKEND_FIELDS = (
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "logit_bias",
+    "min_p",
+    "min_tokens",
+    "ignore_eos",
+)
+"""Sampling fields that need the backend's sampling loop (:class:`~agentenv.policies.sampling.
+LogitsProcessor`), which :class:`~agentenv.policies.hf.HFPolicy` does not run yet: a request
+that sets one to anything but its neutral value gets HTTP 400 naming it."""
 
 _Finite = Annotated[float, Field(allow_inf_nan=False)]
 _Stop = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
@@ -37,10 +56,23 @@ class APIError(Exception):
         self.param = param
 
 
-class SamplingRequest(BaseModel):
-    """The fields every generating request shares: model, sampling, ``n``, ``stream``."""
+class StreamOptions(BaseModel):
+    """OpenAI's ``stream_options``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+
+
+class SamplingRequest(BaseModel):
+    """The fields every generating request shares: model, sampling, ``n``, ``stream``.
+
+    Unknown fields are refused (the validation error names them). ``user`` is accepted and has
+    no effect (OpenAI's end-user id); ``return_token_ids`` is accepted: ``token_ids`` always
+    come back.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str
     max_tokens: int | None = Field(default=None, ge=0)
@@ -51,7 +83,54 @@ class SamplingRequest(BaseModel):
     seed: int | None = None
     n: int = Field(default=1, ge=1, le=256)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     include_stop_str_in_output: bool = False
+    stop_token_ids: Annotated[list[int], Field(max_length=MAX_STOPS)] | None = None
+    skip_special_tokens: bool = True
+    presence_penalty: _Finite | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: _Finite | None = Field(default=None, ge=-2.0, le=2.0)
+    repetition_penalty: _Finite | None = Field(default=None, gt=0.0)
+    logit_bias: Annotated[dict[int, _Finite], Field(max_length=MAX_LOGIT_BIAS)] | None = None
+    min_p: _Finite | None = Field(default=None, ge=0.0, le=1.0)
+    min_tokens: int | None = Field(default=None, ge=0)
+    ignore_eos: bool | None = None
+    return_token_ids: bool | None = None
+    user: str | None = None
+
+    def extras(self) -> SamplingExtras:
+        """The request's vLLM extras (unset fields at their neutral values)."""
+        return SamplingExtras(
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
+            logit_bias=tuple(sorted((self.logit_bias or {}).items())),
+            min_p=self.min_p or 0.0,
+            min_tokens=self.min_tokens or 0,
+            ignore_eos=bool(self.ignore_eos),
+            stop_token_ids=tuple(self.stop_token_ids or ()),
+        )
+
+    def check_supported(self, vocab_size: int) -> None:
+        """APIError 400 naming the first field this server cannot honour or whose token ids
+        are outside the vocabulary."""
+        for name in self.extras().changed():
+            if name in BACKEND_FIELDS:
+                raise APIError(
+                    400,
+                    f"{name} is not supported by this server yet: its sampling loop does not "
+                    "apply it (send the neutral value or leave it out)",
+                    param=name,
+                )
+        for name, ids in (
+            ("stop_token_ids", self.stop_token_ids or ()),
+            ("logit_bias", self.logit_bias or {}),
+        ):
+            if not all(0 <= int(t) < vocab_size for t in ids):
+                raise APIError(400, f"{name} has token ids outside [0, {vocab_size})", param=name)
+        if self.stream_options is not None and not self.stream:
+            raise APIError(
+                400, "stream_options can only be given with stream=true", param="stream_options"
+            )
 
     def sampling(self, default_max_tokens: int) -> SamplingParams:
         """The request's SamplingParams, checked by :func:`check_sampling` (APIError if bad)."""
@@ -72,16 +151,43 @@ class SamplingRequest(BaseModel):
         return sampling
 
 
-def openai_finish(completion: Completion) -> Literal["stop", "length"]:
-    """OpenAI's finish reason: ``"length"`` when the token budget ran out, else ``"stop"``."""
-    return "length" if completion.finish_reason == "length" else "stop"
+@dataclass(frozen=True)
+class Served:
+    """A completion as the client gets it."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: Literal["stop", "length"]
+    stop_reason: str | int | None
+    """The matched stop string or stop token id (vLLM's ``stop_reason``); None otherwise."""
 
 
-def visible_text(completion: Completion, request: SamplingRequest) -> str:
-    """OpenAI semantics: the matched stop string is cut from the text unless asked for."""
-    text = completion.text
-    if completion.stop_string and not request.include_stop_str_in_output:
-        cut = text.find(completion.stop_string)
-        if cut >= 0:
-            text = text[:cut]
-    return text
+def served(completion: Completion, request: SamplingRequest, tokenizer: Any) -> Served:
+    """``completion`` with vLLM's semantics for ``request``.
+
+    The output ends at the first of ``stop_token_ids`` (kept in ``token_ids``; its text only
+    with ``include_stop_str_in_output``). The text is decoded with ``skip_special_tokens``; a
+    matched stop string is cut from it unless ``include_stop_str_in_output``, and so is the
+    end-of-sequence token's text when special tokens are kept.
+    """
+    ids, logprobs = list(completion.token_ids), list(completion.logprobs)
+    stops = set(request.stop_token_ids or ())
+    cut = next((i for i, token in enumerate(ids) if token in stops), None)
+    keep_stop = request.include_stop_str_in_output
+    if cut is not None:
+        ids, logprobs = ids[: cut + 1], logprobs[: cut + 1]
+        shown = ids if keep_stop else ids[:-1]
+        text = tokenizer.decode(shown, skip_special_tokens=request.skip_special_tokens)
+        return Served(ids, logprobs, text, "stop", ids[-1])
+    if request.skip_special_tokens:
+        text = completion.text
+    else:
+        shown = ids[:-1] if completion.finish_reason == "eos" and not keep_stop else ids
+        text = tokenizer.decode(shown, skip_special_tokens=False)
+    if completion.stop_string and not keep_stop:
+        found = text.find(completion.stop_string)
+        if found >= 0:
+            text = text[:found]
+    finish = "length" if completion.finish_reason == "length" else "stop"
+    return Served(ids, logprobs, text, finish, completion.stop_string)

@@ -3,7 +3,8 @@
 :class:`ChatRequest` is the body of ``POST /v1/chat/completions`` (OpenAI's, with vLLM's
 extensions). :func:`chat_prompt` checks its tools and history and renders the prompt through the
 tokenizer's chat template; :func:`chat_choice` turns one completion into an OpenAI choice,
-parsing tool calls out of the text. Every violation is an :class:`~agentenv.policies.api.APIError`
+parsing tool calls out of the text (with ``top_logprobs`` alternatives when asked for), and
+:func:`chat_stream_choices` into the ``delta`` chunks of a streamed reply. Every violation is an :class:`~agentenv.policies.api.APIError`
 (HTTP 400) naming the field or message. :mod:`agentenv.policies.server` serves it.
 
 Tool calls:
@@ -49,14 +50,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agentenv.policies.api import (
-    MAX_LOGPROBS,
-    APIError,
-    SamplingRequest,
-    openai_finish,
-    visible_text,
-)
-from agentenv.policies.base import Completion
+from agentenv.policies.api import MAX_LOGPROBS, APIError, SamplingRequest, Served
 from agentenv.toolcalls import (
     MAX_TOOL_CALLS,
     PARSERS,
@@ -346,39 +340,85 @@ def _wire_call(call: ToolCall) -> dict[str, Any]:
     return replace(call, id=f"call_{uuid.uuid4().hex[:24]}").to_openai()
 
 
+TopLogprobs = list[list[tuple[int, float]]]
+"""Per generated token, its ``top_logprobs`` alternatives as ``(token id, logprob)``."""
+
+
+def check_chat_logprobs(request: ChatRequest) -> None:
+    """OpenAI's rule: ``top_logprobs`` needs ``logprobs: true``."""
+    if request.top_logprobs and not request.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
+
+
 def chat_choice(
     tokenizer: Any,
     request: ChatRequest,
     index: int,
-    completion: Completion,
+    reply: Served,
     parser: Parser | None,
+    tops: TopLogprobs | None = None,
 ) -> dict[str, Any]:
-    message, error = _reply(
-        visible_text(completion, request), parser, request.parallel_tool_calls is not False
-    )
+    """One OpenAI chat choice for ``reply`` (``tops``: its ``top_logprobs``, if asked for)."""
+    message, error = _reply(reply.text, parser, request.parallel_tool_calls is not False)
     choice: dict[str, Any] = {
         "index": index,
         "message": message,
-        "logprobs": _chat_logprobs(tokenizer, completion) if request.logprobs else None,
-        "finish_reason": "tool_calls" if "tool_calls" in message else openai_finish(completion),
-        "stop_reason": completion.stop_string,
-        "token_ids": completion.token_ids,
+        "logprobs": _chat_logprobs(tokenizer, reply, tops) if request.logprobs else None,
+        "finish_reason": "tool_calls" if "tool_calls" in message else reply.finish_reason,
+        "stop_reason": reply.stop_reason,
+        "token_ids": reply.token_ids,
     }
     if error:
         choice["tool_parse_error"] = error
     return choice
 
 
-def _chat_logprobs(tokenizer: Any, completion: Completion) -> dict[str, Any]:
+def chat_stream_choices(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    """The streamed choices (``delta`` s) that add up to the finished ``choice``: the role, the
+    content with its logprobs, the tool calls, then the finish reason."""
+    message, index = choice["message"], choice["index"]
+    deltas: list[dict[str, Any]] = [
+        {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None}
+    ]
+    if message.get("content") or choice["logprobs"]:
+        deltas.append(
+            {
+                "index": index,
+                "delta": {"content": message.get("content") or ""},
+                "logprobs": choice["logprobs"],
+            }
+        )
+    if message.get("tool_calls"):
+        calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        deltas.append({"index": index, "delta": {"tool_calls": calls}, "logprobs": None})
+    for delta in deltas:
+        delta["finish_reason"] = None
+    deltas.append(
+        {
+            "index": index,
+            "delta": {},
+            "logprobs": None,
+            "finish_reason": choice["finish_reason"],
+            "stop_reason": choice["stop_reason"],
+            "token_ids": choice["token_ids"],
+        }
+    )
+    return deltas
+
+
+def _logprob_entry(tokenizer: Any, token: int, logprob: float) -> dict[str, Any]:
+    label = tokenizer.decode([token])
+    return {"token": label, "logprob": logprob, "bytes": list(label.encode("utf-8"))}
+
+
+def _chat_logprobs(tokenizer: Any, reply: Served, tops: TopLogprobs | None) -> dict[str, Any]:
     content = []
-    for token, lp in zip(completion.token_ids, completion.logprobs, strict=True):
-        label = tokenizer.decode([token])
+    for position, (token, lp) in enumerate(zip(reply.token_ids, reply.logprobs, strict=True)):
+        alternatives = tops[position] if tops is not None else []
         content.append(
             {
-                "token": label,
-                "logprob": lp,
-                "bytes": list(label.encode("utf-8")),
-                "top_logprobs": [],
+                **_logprob_entry(tokenizer, token, lp),
+                "top_logprobs": [_logprob_entry(tokenizer, t, v) for t, v in alternatives],
             }
         )
     return {"content": content}

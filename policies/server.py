@@ -2,18 +2,22 @@
 
 Endpoints (request and response bodies follow the OpenAI API, with vLLM's extensions):
 
-- ``GET /health``, ``GET /v1/models``;
+- ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}`` (404 for an unknown id);
 - ``POST /v1/completions``: ``prompt`` as text, token ids, or a list of either; ``max_tokens``,
-  ``temperature``, ``top_p``, ``top_k``, ``stop``, ``seed``, ``n``, ``logprobs``, ``echo``
-  (with ``max_tokens: 0`` this scores the prompt), ``return_tokens_as_token_ids`` and
-  ``include_stop_str_in_output``. Every choice also carries ``token_ids`` (the exact generated
-  ids) and ``prompt_token_ids``;
+  ``temperature``, ``top_p``, ``top_k``, ``stop``, ``stop_token_ids``, ``seed``, ``n``,
+  ``logprobs`` (k alternatives per token plus the chosen one), ``echo`` (with
+  ``max_tokens: 0`` this scores the prompt), ``return_tokens_as_token_ids``,
+  ``include_stop_str_in_output``, ``skip_special_tokens``. Every choice also carries
+  ``token_ids`` (the exact generated ids) and ``prompt_token_ids``;
 - ``POST /v1/chat/completions``: ``messages`` rendered through the tokenizer's chat template,
   with the sampling fields above plus ``max_completion_tokens``, ``logprobs`` and
   ``top_logprobs``. Native function calls follow OpenAI's wire format: ``tools``,
   ``tool_choice``, ``parallel_tool_calls``, assistant messages with ``tool_calls`` (``content``
   may be null) and ``tool`` messages with ``tool_call_id`` in the history (request schema,
   checks, prompt and reply: :mod:`agentenv.policies.chat`);
+- both generating endpoints stream with ``stream: true`` (server-sent events in OpenAI's chunk
+  format, ``stream_options.include_usage``, then ``data: [DONE]``). The policy returns whole
+  completions, so the chunks are sent once the request's completions are done;
 - ``POST /v1/load_lora_adapter`` ``{"lora_name", "lora_path"}`` and
   ``POST /v1/unload_lora_adapter`` ``{"lora_name"}``: merge a peft LoRA adapter into the served
   weights, or restore the base weights. Unlike vLLM, which serves several adapters side by side,
@@ -23,7 +27,9 @@ Requests from many clients are coalesced into shared batches by the policy. Ever
 validated before it reaches the batcher (field bounds, then
 :func:`~agentenv.policies.hf.check_sampling`, prompt token ids and lengths, and the caps below),
 so a bad request gets its own HTTP 400 naming the field and never fails the requests batched
-with it. Caps (:func:`create_app` knobs): ``max_body_bytes`` (:data:`MAX_BODY_BYTES`, HTTP 413
+with it. A field the schema does not know, and a value the sampling loop cannot honour yet
+(:data:`~agentenv.policies.api.BACKEND_FIELDS`: penalties, ``logit_bias``, ``min_p``,
+``min_tokens``, ``ignore_eos``), is a 400 naming it: nothing is silently ignored. Caps (:func:`create_app` knobs): ``max_body_bytes`` (:data:`MAX_BODY_BYTES`, HTTP 413
 before parsing), ``max_rows`` (prompts x ``n``, :data:`MAX_ROWS`); a prompt is at most the
 model's ``max_position_embeddings`` tokens (fewer to generate, that many to echo-score), and
 ``stop`` holds at most :data:`~agentenv.policies.api.MAX_STOPS` strings of
@@ -33,6 +39,7 @@ model's ``max_position_embeddings`` tokens (fewer to generate, that many to echo
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -42,20 +49,23 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from agentenv.limits import BodyLimit
-from agentenv.policies.api import (
-    MAX_LOGPROBS,
-    APIError,
-    SamplingRequest,
-    openai_finish,
-    visible_text,
-)
+from agentenv.policies.api import MAX_LOGPROBS, APIError, SamplingRequest, Served, served
 from agentenv.policies.base import Completion, SamplingParams
-from agentenv.policies.chat import ChatRequest, chat_choice, chat_prompt, template_tool_parser
+from agentenv.policies.chat import (
+    ChatRequest,
+    TopLogprobs,
+    chat_choice,
+    chat_prompt,
+    chat_stream_choices,
+    check_chat_logprobs,
+    template_tool_parser,
+)
 from agentenv.policies.hf import HFPolicy
+from agentenv.policies.sampling import top_logprobs
 from agentenv.policies.specs import load_policy
 
 MAX_BODY_BYTES = 64 * 2**20
@@ -121,10 +131,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        return _error(400, f"invalid request: {problems}", None)
+        return _validation_error(exc.errors())
 
     def check_rows(prompts: int, n: int) -> None:
         if prompts * n > max_rows:
@@ -135,7 +142,7 @@ def create_app(
                 param="n" if prompts == 1 else "prompt",
             )
 
-    def check_model(request: SamplingRequest) -> None:
+    def check_request(request: SamplingRequest) -> None:
         names = _served_names(policy, model_name)
         if request.model not in names:
             raise APIError(
@@ -143,8 +150,13 @@ def create_app(
                 f"model {request.model!r} does not exist; served: {', '.join(names)}",
                 param="model",
             )
-        if request.stream:
-            raise APIError(400, "stream=true is not supported by this server", param="stream")
+        request.check_supported(int(policy.model.config.vocab_size))
+
+    def model_cards() -> list[dict[str, Any]]:
+        cards = [{"id": model_name, "object": "model", "created": created, "owned_by": "agentenv"}]
+        if policy.lora_name is not None:
+            cards.append({**cards[0], "id": policy.lora_name, "parent": model_name})
+        return cards
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -152,22 +164,18 @@ def create_app(
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        data = [{"id": model_name, "object": "model", "created": created, "owned_by": "agentenv"}]
-        if policy.lora_name is not None:
-            data.append(
-                {
-                    "id": policy.lora_name,
-                    "object": "model",
-                    "created": created,
-                    "owned_by": "agentenv",
-                    "parent": model_name,
-                }
-            )
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": model_cards()}
 
-    @app.post("/v1/completions")
-    async def completions(request: CompletionRequest) -> dict[str, Any]:
-        check_model(request)
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        for card in model_cards():
+            if card["id"] == model_id:
+                return card
+        raise APIError(404, f"The model {model_id!r} does not exist", param="model")
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(request: CompletionRequest) -> dict[str, Any] | StreamingResponse:
+        check_request(request)
         sampling = request.sampling(default_max_tokens)
         check_rows(_prompt_count(request.prompt), request.n)
         prompts = _prompt_ids(policy, request.prompt)
@@ -175,48 +183,73 @@ def create_app(
         if scored:
             _check_scored_lengths(policy, prompts)
         outputs = await _generate(policy, prompts, sampling, request.n)
+        replies = [served(c, request, policy.tokenizer) for c in outputs]
+        rows = [prompts[index // request.n] for index in range(len(replies))]
         prompt_logprobs = (
             await _prompt_logprobs(policy, prompts) if scored else [None] * len(prompts)
         )
-        choices = []
-        for index, completion in enumerate(outputs):
-            row = index // request.n
-            choices.append(
-                _completion_choice(
-                    policy, request, index, prompts[row], prompt_logprobs[row], completion
-                )
+        starts = [1 if request.echo else len(row) for row in rows]
+        tops = await _top_logprobs(
+            policy,
+            [row + reply.token_ids for row, reply in zip(rows, replies, strict=True)],
+            starts,
+            request.logprobs or 0,
+        )
+        choices = [
+            _completion_choice(
+                policy,
+                request,
+                index,
+                rows[index],
+                prompt_logprobs[index // request.n],
+                reply,
+                tops[index],
             )
-        return {
+            for index, reply in enumerate(replies)
+        ]
+        body = {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
             "created": int(time.time()),
             "model": request.model,
             "choices": choices,
-            "usage": _usage(prompts, outputs),
+            "usage": _usage(prompts, replies),
         }
+        if request.stream:
+            return _stream(body, [_completion_stream_choices(c) for c in choices], request)
+        return body
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: ChatRequest) -> dict[str, Any]:
-        check_model(request)
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: ChatRequest) -> dict[str, Any] | StreamingResponse:
+        check_request(request)
+        check_chat_logprobs(request)
         prompt, parser = chat_prompt(policy.tokenizer, request, tools_parser, no_tools_reason)
         if request.max_completion_tokens is not None:
             request.max_tokens = request.max_completion_tokens
         sampling = request.sampling(default_max_tokens)
         check_rows(1, request.n)
         outputs = await _generate(policy, [prompt], sampling, request.n)
+        replies = [served(c, request, policy.tokenizer) for c in outputs]
+        k = (request.top_logprobs or 0) if request.logprobs else 0
+        tops = await _top_logprobs(
+            policy, [prompt + r.token_ids for r in replies], [len(prompt)] * len(replies), k
+        )
         choices = [
-            chat_choice(policy.tokenizer, request, index, completion, parser)
-            for index, completion in enumerate(outputs)
+            chat_choice(policy.tokenizer, request, index, reply, parser, tops[index])
+            for index, reply in enumerate(replies)
         ]
-        return {
+        body = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": request.model,
             "choices": choices,
             "prompt_token_ids": prompt,
-            "usage": _usage([prompt], outputs),
+            "usage": _usage([prompt], replies),
         }
+        if request.stream:
+            return _stream(body, [chat_stream_choices(c) for c in choices], request)
+        return body
 
     @app.post("/v1/load_lora_adapter")
     async def load_lora_adapter(request: LoadLoraRequest) -> PlainTextResponse:
@@ -318,6 +351,27 @@ async def _prompt_logprobs(
     return [[None, *map(float, s)] for s in scores]
 
 
+async def _top_logprobs(
+    policy: HFPolicy, sequences: Sequence[list[int]], starts: Sequence[int], k: int
+) -> list[TopLogprobs | None]:
+    """Per sequence, the ``k`` most likely tokens at each position from its start on (None for
+    every sequence when ``k`` is 0), teacher-forced under the weights lock."""
+    if k == 0:
+        return [None] * len(sequences)
+
+    def compute() -> list[TopLogprobs]:
+        out = []
+        with policy.weights_lock:
+            for ids, start in zip(sequences, starts, strict=True):
+                tokens, values = top_logprobs(policy.model, ids, start, k, policy.device)
+                out.append(
+                    [list(zip(t, v, strict=True)) for t, v in zip(tokens, values, strict=True)]
+                )
+        return out
+
+    return list(await asyncio.to_thread(compute))
+
+
 def _token_label(policy: HFPolicy, token: int, as_ids: bool) -> str:
     return f"token_id:{token}" if as_ids else policy.tokenizer.decode([token])
 
@@ -328,11 +382,14 @@ def _completion_choice(
     index: int,
     prompt: list[int],
     prompt_logprobs: list[float | None] | None,
-    completion: Completion,
+    reply: Served,
+    tops: TopLogprobs | None,
 ) -> dict[str, Any]:
-    text = visible_text(completion, request)
-    tokens = completion.token_ids
-    logprobs: list[float | None] = list(completion.logprobs)
+    """One OpenAI completion choice; ``tops`` are the alternatives of every token shown (the
+    prompt's after its first token when echoing, then the generated ones)."""
+    text = reply.text
+    tokens = reply.token_ids
+    logprobs: list[float | None] = list(reply.logprobs)
     if request.echo:
         text = policy.tokenizer.decode(prompt, skip_special_tokens=False) + text
         tokens = prompt + tokens
@@ -341,30 +398,86 @@ def _completion_choice(
         "index": index,
         "text": text,
         "logprobs": None,
-        "finish_reason": openai_finish(completion),
-        "stop_reason": completion.stop_string,
-        "token_ids": completion.token_ids,
+        "finish_reason": reply.finish_reason,
+        "stop_reason": reply.stop_reason,
+        "token_ids": reply.token_ids,
         "prompt_token_ids": prompt,
     }
     if request.logprobs is not None:
-        labels = [_token_label(policy, t, request.return_tokens_as_token_ids) for t in tokens]
+        as_ids = request.return_tokens_as_token_ids
+        labels = [_token_label(policy, t, as_ids) for t in tokens]
         offsets, position = [], 0
         for label in labels:
             offsets.append(position)
             position += len(label)
+        alternatives = [None] * (len(tokens) - len(tops)) + tops if tops else [None] * len(tokens)
         choice["logprobs"] = {
             "tokens": labels,
             "token_logprobs": logprobs,
             "top_logprobs": [
-                {label: lp} if lp is not None else None
-                for label, lp in zip(labels, logprobs, strict=True)
+                _top_entry(policy, label, lp, alts, as_ids) if lp is not None else None
+                for label, lp, alts in zip(labels, logprobs, alternatives, strict=True)
             ],
             "text_offset": offsets,
         }
     return choice
 
 
-def _usage(prompts: Sequence[list[int]], outputs: Sequence[Completion]) -> dict[str, int]:
+def _top_entry(
+    policy: HFPolicy,
+    label: str,
+    logprob: float,
+    alternatives: list[tuple[int, float]] | None,
+    as_ids: bool,
+) -> dict[str, float]:
+    """The ``top_logprobs`` of one token: its alternatives, most likely first, and the chosen
+    token with its own logprob (so up to ``logprobs + 1`` entries, as OpenAI documents)."""
+    entry = {_token_label(policy, t, as_ids): v for t, v in alternatives or ()}
+    entry[label] = logprob
+    return entry
+
+
+def _completion_stream_choices(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    """The streamed choices that add up to the finished ``choice``: its text with its
+    logprobs, then its finish reason."""
+    text = {key: choice[key] for key in ("index", "text", "logprobs")}
+    return [
+        {**text, "finish_reason": None},
+        {
+            "index": choice["index"],
+            "text": "",
+            "logprobs": None,
+            "finish_reason": choice["finish_reason"],
+            "stop_reason": choice["stop_reason"],
+            "token_ids": choice["token_ids"],
+            "prompt_token_ids": choice["prompt_token_ids"],
+        },
+    ]
+
+
+def _stream(
+    body: dict[str, Any], choices: Sequence[list[dict[str, Any]]], request: SamplingRequest
+) -> StreamingResponse:
+    """``body`` as OpenAI's server-sent events: one chunk per streamed choice (each choice's in
+    order, choice after choice), the usage chunk if ``stream_options.include_usage``, then
+    ``[DONE]``."""
+    usage = request.stream_options is not None and request.stream_options.include_usage
+    envelope = {key: body[key] for key in ("id", "created", "model")}
+    envelope["object"] = (
+        "chat.completion.chunk" if body["object"] == "chat.completion" else body["object"]
+    )
+    chunks = [
+        {**envelope, "choices": [piece], **({"usage": None} if usage else {})}
+        for pieces in choices
+        for piece in pieces
+    ]
+    if usage:
+        chunks.append({**envelope, "choices": [], "usage": body["usage"]})
+    events = [f"data: {json.dumps(chunk)}\n\n" for chunk in chunks] + ["data: [DONE]\n\n"]
+    return StreamingResponse(iter(events), media_type="text/event-stream")
+
+
+def _usage(prompts: Sequence[list[int]], outputs: Sequence[Served]) -> dict[str, int]:
     prompt_tokens = sum(len(p) for p in prompts)
     completion_tokens = sum(len(c.token_ids) for c in outputs)
     return {
@@ -372,6 +485,25 @@ def _usage(prompts: Sequence[list[int]], outputs: Sequence[Completion]) -> dict[
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+
+
+def _validation_error(errors: Sequence[Any]) -> JSONResponse:
+    """HTTP 400 for a request that does not fit the schema; a field the schema does not know
+    is named as unsupported (the first one is the error's ``param``)."""
+    unknown = [
+        ".".join(str(p) for p in e["loc"][1:]) for e in errors if e["type"] == "extra_forbidden"
+    ]
+    if unknown:
+        return _error(
+            400,
+            f"unsupported field(s) {', '.join(map(repr, unknown))}: this server does not "
+            "implement them",
+            unknown[0],
+        )
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors
+    )
+    return _error(400, f"invalid request: {problems}", None)
 
 
 def _error_body(status: int, message: str, param: str | None) -> dict[str, Any]:

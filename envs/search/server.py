@@ -8,6 +8,13 @@ Search-R1's retriever (SkyRL-gym's ``search`` tool sends this same request, with
 ``GET /stats`` describes the corpus, its fingerprint (``corpus_sha256``), its index and the
 limits; ``GET /health`` answers ``{"status": "ok"}``.
 
+Concurrent ``/retrieve`` requests are coalesced (:class:`Coalescer`, the ``coalesce`` knob of
+:func:`create_app`, on by default): requests that arrive while a batch runs, or within
+``coalesce_window_ms`` of the first, are searched together in one call on the service's search
+thread and their answers fanned back out, each exactly what the request alone gets. This keeps
+latency flat under many single-query sessions (no thread hop, no GIL contention per request);
+``coalesce=False`` searches each request on its own in FastAPI's thread pool.
+
 Every request is bounded (:data:`MAX_BODY_BYTES`, :data:`MAX_QUERIES`, :data:`MAX_TOPK`,
 :data:`MAX_HITS`, :data:`MAX_RESPONSE_BYTES`, each a :func:`create_app` knob): a request over a
 limit gets HTTP 413 (sizes) or 422 (fields) with a message naming the limit and the value, and
@@ -26,6 +33,7 @@ title (boost :data:`TITLE_BOOST`) and the body, so any string is a valid query.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -34,16 +42,25 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import tantivy
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from agentenv.cache import cache_root
 from agentenv.envs.search.tasks import Doc, WorldConfig, build_world, file_sha256, iter_corpus
@@ -210,6 +227,76 @@ def _alive(pid: int) -> bool:
     return True
 
 
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+
+
+@dataclass
+class _Lane(Generic[Job, Result]):
+    """The jobs waiting in one event loop, and whether a flush is scheduled there."""
+
+    pending: list[tuple[Job, int, asyncio.Future[Result]]] = field(default_factory=list)
+    scheduled: bool = False
+
+
+class Coalescer(Generic[Job, Result]):
+    """Runs jobs submitted concurrently on an event loop as batches, on that loop.
+
+    The first job submitted schedules a flush for the loop's next turn (or ``window_s`` later);
+    every job submitted by then joins it, up to ``max_weight`` in total (a job heavier than
+    that runs alone; the rest wait for the next flush, scheduled at once). A flush calls
+    ``run`` on each job in turn, on the loop thread: the index search releases the GIL while
+    it works, and a thread of its own would wait for the GIL back behind the HTTP handling of
+    the requests it serves, so inline is the faster place under load. Requests that arrive
+    while a batch runs queue in the sockets and form the next batch. A job's exception goes
+    to its own caller only. Each event loop has its own queue (an app may be shared by loops).
+    """
+
+    def __init__(
+        self, run: Callable[[Job], Result], *, max_weight: int, window_s: float = 0.0
+    ) -> None:
+        if max_weight < 1:
+            raise ValueError(f"max_weight must be >= 1, got {max_weight}")
+        self.run = run
+        self.max_weight = max_weight
+        self.window_s = window_s
+        self.batches = 0
+        self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane[Job, Result]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def submit(self, job: Job, weight: int = 1) -> Result:
+        """``run(job)``, computed in a batch with the jobs submitted beside it."""
+        loop = asyncio.get_running_loop()
+        lane = self._lanes.setdefault(loop, _Lane())
+        future: asyncio.Future[Result] = loop.create_future()
+        lane.pending.append((job, weight, future))
+        if not lane.scheduled:
+            lane.scheduled = True
+            loop.call_later(self.window_s, self._flush, loop, lane)
+        return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop, lane: _Lane[Job, Result]) -> None:
+        batch, weight = 0, 0
+        for _, job_weight, _ in lane.pending:
+            if batch and weight + job_weight > self.max_weight:
+                break
+            batch, weight = batch + 1, weight + job_weight
+        jobs, lane.pending = lane.pending[:batch], lane.pending[batch:]
+        self.batches += 1
+        for job, _, future in jobs:
+            if future.cancelled():
+                continue
+            try:
+                future.set_result(self.run(job))
+            except Exception as exc:
+                future.set_exception(exc)
+        if lane.pending:
+            loop.call_soon(self._flush, loop, lane)
+        else:
+            lane.scheduled = False
+
+
 class RetrieveRequest(BaseModel):
     """Search-R1 retriever request ``{"queries": [...]}``, or one query ``{"query": "..."}``
     (answered as a one-query batch). ``topk`` defaults to the service's ``topk``.
@@ -290,6 +377,51 @@ class Limits(BaseModel):
         return b"".join(parts)
 
 
+def retrieve_body(
+    index: BM25Index, limits: Limits, queries: list[str], k: int, scores: bool
+) -> bytes:
+    """The ``/retrieve`` answer to ``queries`` (``topk`` ``k``, with or without scores) as JSON."""
+    hits = (index.search(query, k) for query in queries)
+    if scores:
+        result = ([{"document": d, "score": s} for d, s in h] for h in hits)
+    else:
+        result = ([d for d, _ in h] for h in hits)
+    return limits.json_body(result)
+
+
+async def read_retrieve(raw: Request) -> RetrieveRequest:
+    """The body of a ``/retrieve`` request, parsed and checked as a FastAPI body parameter is
+    (``json.loads``, then the model; the same RequestValidationError), without FastAPI's
+    per-request dependency machinery, which costs more than a search."""
+    body = await raw.body()
+    if not body:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        position = exc.pos if isinstance(exc, json.JSONDecodeError) else exc.start
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc.reason
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", position),
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": reason},
+                }
+            ]
+        ) from exc
+    try:
+        return RetrieveRequest.model_validate(payload, from_attributes=True)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from exc
+
+
 def _load_index(
     corpus: str | None, world: WorldConfig, cache_dir: str | None
 ) -> tuple[BM25Index, str, dict[str, Any] | None]:
@@ -321,11 +453,17 @@ def create_app(
     max_topk: int = MAX_TOPK,
     max_hits: int = MAX_HITS,
     max_response_bytes: int = MAX_RESPONSE_BYTES,
+    coalesce: bool = True,
+    coalesce_window_ms: float = 0.0,
 ) -> FastAPI:
     """The search service over ``corpus`` (a corpus JSONL path) or, if None, the generated world
     of the knobs (same defaults as :class:`~agentenv.envs.search.tasks.WorldConfig`, hence as
     ``SearchEnv``). ``topk`` is the default of requests that do not give one; the ``max_*``
-    knobs bound every request (see the module constants)."""
+    knobs bound every request (see the module constants). ``coalesce`` batches concurrent
+    ``/retrieve`` requests (see the module docstring), waiting up to ``coalesce_window_ms`` for
+    a batch to fill (0: only what queued while the previous batch ran)."""
+    if coalesce_window_ms < 0:
+        raise ValueError(f"coalesce_window_ms must be >= 0, got {coalesce_window_ms}")
     limits = Limits(
         max_body_bytes=max_body_bytes,
         max_queries=max_queries,
@@ -343,21 +481,39 @@ def create_app(
     lock = threading.Lock()
     served = {"requests": 0, "queries": 0}
 
-    @app.post("/retrieve")
-    def retrieve(request: RetrieveRequest) -> Response:
+    def answer(job: tuple[list[str], int, bool]) -> bytes:
+        queries, k, scores = job
+        return retrieve_body(index, limits, queries, k, scores)
+
+    coalescer = Coalescer(answer, max_weight=limits.max_queries, window_s=coalesce_window_ms / 1e3)
+    app.state.coalescer = coalescer if coalesce else None
+
+    def count(queries: int) -> None:
+        with lock:
+            served["requests"] += 1
+            served["queries"] += queries
+
+    async def retrieve_coalesced(raw: Request) -> Response:
+        request = await read_retrieve(raw)
         k = topk if request.topk is None else request.topk
         queries = request.texts
         limits.check_retrieve(len(queries), k)
-        hits = (index.search(query, k) for query in queries)
-        if request.return_scores:
-            result = ([{"document": d, "score": s} for d, s in h] for h in hits)
-        else:
-            result = ([d for d, _ in h] for h in hits)
-        body = limits.json_body(result)
-        with lock:
-            served["requests"] += 1
-            served["queries"] += len(queries)
+        body = await coalescer.submit((queries, k, request.return_scores), len(queries))
+        count(len(queries))
         return Response(body, media_type="application/json")
+
+    if coalesce:
+        app.add_route("/retrieve", retrieve_coalesced, methods=["POST"])
+    else:
+
+        @app.post("/retrieve")
+        def retrieve(request: RetrieveRequest) -> Response:
+            k = topk if request.topk is None else request.topk
+            queries = request.texts
+            limits.check_retrieve(len(queries), k)
+            body = retrieve_body(index, limits, queries, k, request.return_scores)
+            count(len(queries))
+            return Response(body, media_type="application/json")
 
     @app.post("/documents")
     def documents(request: DocumentsRequest) -> Response:

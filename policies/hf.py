@@ -1,26 +1,46 @@
-"""HFPolicy: a transformers causal LM behind the Policy protocol, with request coalescing.
+"""HFPolicy: a transformers causal LM behind the Policy protocol, with continuous batching.
 
 Concurrent ``generate`` calls (from many episodes' coroutines, or many HTTP requests) are queued
-to one worker thread, which groups them into left-padded batches of up to ``max_batch_size``
-rows, waiting at most ``max_wait_ms`` for a batch to fill. Each batch runs our own sampling loop
-over a KV cache, so every row has its own stop strings, max tokens, temperature, top-p, top-k
-and seed; rows that finish leave the batch (their cache rows are dropped) and never grow.
+to one worker thread that schedules at the iteration level (``scheduling="continuous"``, the
+default). It keeps one running batch of up to ``max_batch_size`` rows over one left-padded KV
+cache (a :class:`~transformers.Cache` of :class:`PaddedKVLayer` layers, which write each
+step's keys and values in place; row ``j`` of every layer holds its padding, then its own keys
+and values) and loops:
 
-Weights are read from :attr:`HFPolicy.model` at every batch (no copies), so a trainer that
-updates the module in place is seen by the next batch. Hold :attr:`HFPolicy.weights_lock` while
-changing weights: every generation batch and scoring chunk runs under it.
+1. drop the rows whose caller cancelled;
+2. admit waiting requests into the free rows (at most ``max_prefill_tokens`` padded prompt
+   tokens per iteration): prefill them as one left-padded group into a fresh cache, sample each
+   one's first token, and join that cache to the running one (the columns that are padding in
+   every running row are dropped first; the narrower cache is left-padded to the other's width;
+   rows are concatenated);
+3. one decode step for every running row (its last token, at its own position, with the padding
+   mask): sample the next tokens; rows that finish (eos, a stop string, their ``max_tokens``)
+   leave the batch and their futures are resolved at once.
+
+So a short request is never held back by a long one, and a request that arrives mid-flight
+waits one decode step, not for the batch to drain. When the worker is idle, the first request
+waits at most ``max_wait_ms`` for others, so a burst is prefilled together.
+``scheduling="static"`` is the lock-step baseline: a batch is formed while the worker is idle
+and hands back all its completions when its last row finishes.
+
+Every row has its own stop strings, max tokens, temperature, top-p, top-k and seed. Weights are
+read from :attr:`HFPolicy.model` at every step (no copies), so a trainer that updates the module
+in place is seen by the next step. Hold :attr:`HFPolicy.weights_lock` while changing weights:
+every scheduler iteration and scoring chunk runs under it (a row in flight across an update
+keeps the keys and values it cached under the old weights).
 
 Batch invariance (``batch_invariant``, on by default on CPU): which requests share a batch depends
-on when they arrive, so a row's tokens and logprobs must not depend on its batch-mates, or two runs
-with the same seeds differ. Two things made them depend on it, measured on the tiny model:
+on when they arrive and how far the others have got, so a row's tokens and logprobs must not
+depend on its batch-mates, or two runs with the same seeds differ. Two things made them depend on it, measured on the tiny model:
 
 - matrix products: MKL picks its kernel by the number of rows, so a row of ``x @ W`` changes in
   the last bits with the batch size (and with the padded width, which multiplies the rows of a
   prefill). MKL's strict conditional numerical reproducibility (``MKL_CBWR=AUTO,STRICT``, set
   below unless the environment sets it; MKL reads it at its first call) computes every row alike;
 - attention over left padding: the kernels' reductions over keys group a row's keys differently
-  when its padding changes. :func:`rowwise_attention` runs each run of equally padded rows as
-  one unpadded SDPA call, so a row attends exactly as it would alone.
+  when its padding changes (and joining a batch changes it). :func:`rowwise_attention` runs
+  each run of equally padded rows as one unpadded SDPA call, so a row attends exactly as it
+  would alone.
 
 Sampling is per row: a row's uniform at its k-th token is hash(row seed, k), and top-p/top-k
 truncation applies to the rows that ask for it only.
@@ -37,14 +57,16 @@ import re
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
@@ -174,21 +196,37 @@ def rowwise_attention(
     cached = key.shape[2] - q_len
     if q_len > 1 and cached:
         raise ValueError("rowwise attention: a multi-token query must start an empty cache")
+    scale = kwargs.get("scaling")
     if len(left_padding) == 1 and left_padding[0][2] == 0:  # no row is padded
-        return sdpa_attention_forward(module, query, key, value, None, **kwargs)
+        return _unpadded_attention(query, key, value, scale), None
+    if q_len == 1:  # decoding: every row has its query, the runs tile the batch
+        parts = [
+            _unpadded_attention(query[a:b], key[a:b, :, pad:], value[a:b, :, pad:], scale)
+            for a, b, pad in left_padding
+        ]
+        return torch.cat(parts), None
     out = query.new_zeros(rows, q_len, heads, value.shape[-1])
     for start, stop, pad in left_padding:
-        first = max(0, pad - cached)
-        part, _ = sdpa_attention_forward(
-            module,
-            query[start:stop, :, first:],
-            key[start:stop, :, pad:],
-            value[start:stop, :, pad:],
-            None,
-            **kwargs,
+        out[start:stop, pad:] = _unpadded_attention(
+            query[start:stop, :, pad:], key[start:stop, :, pad:], value[start:stop, :, pad:], scale
         )
-        out[start:stop, first:] = part
     return out, None
+
+
+def _unpadded_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float | None
+) -> torch.Tensor:
+    """SDPA without a mask (causal for a multi-token query, which then spans all the keys), as
+    ``(rows, queries, heads, dim)``; grouped-query heads are shared without copies."""
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        is_causal=query.shape[2] > 1,
+        scale=scale,
+        enable_gqa=query.shape[1] != key.shape[1],
+    )
+    return out.transpose(1, 2)
 
 
 AttentionInterface.register(ROWWISE_ATTENTION, rowwise_attention)
@@ -212,6 +250,87 @@ def _full_attention_only(config: Any) -> bool:
         config, "use_sliding_window", True
     )
     return set(layer_types) == {"full_attention"} and not windowed
+
+
+class PaddedKVLayer(DynamicLayer):
+    """A full-attention cache layer whose keys and values live in a buffer with room to grow.
+
+    :class:`~transformers.DynamicCache`'s layers concatenate the new token onto the whole cache
+    at every step, a copy of the whole cache per decode step (on the tiny model, 64 rows of 300
+    tokens: 2.2 ms for a step's four concatenations, against 0.02 ms for writing in place); here
+    a step writes its column in place and the buffer grows by half when full. ``keys``/``values`` are views of the filled columns. Row ``j`` may start with
+    left padding (zeros, or whatever its prefill computed there); the running batch trims, pads
+    and concatenates rows through :meth:`trim_left`, :meth:`pad_left` and :meth:`extend`.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        self.length = 0
+        self._keys, self._values = key_states[:, :, :0], value_states[:, :, :0]
+        self.is_initialized = True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new columns after the filled ones; return all filled columns."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self._keys.shape[-2]:
+            self._resize(end + max(end // 2, 16))
+        self._keys[:, :, self.length : end] = key_states
+        self._values[:, :, self.length : end] = value_states
+        self.length = end
+        return self._views()
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self._keys, self._values = self._keys[indices], self._values[indices]
+            self._views()
+
+    def trim_left(self, columns: int) -> None:
+        """Drop the first ``columns`` columns of every row."""
+        self._keys, self._values = self._keys[:, :, columns:], self._values[:, :, columns:]
+        self.length -= columns
+        self._views()
+
+    def pad_left(self, columns: int) -> None:
+        """Put ``columns`` zero columns before every row's."""
+        spare = self._keys.shape[-2] - self.length
+        self._keys, self._values = (
+            torch.nn.functional.pad(t[:, :, : self.length], (0, 0, columns, spare))
+            for t in (self._keys, self._values)
+        )
+        self.length += columns
+        self._views()
+
+    def extend(self, other: PaddedKVLayer) -> None:
+        """Append ``other``'s rows (both layers hold the same number of columns)."""
+        room = max(self._keys.shape[-2], other._keys.shape[-2]) - self.length
+        self._keys, self._values = (
+            torch.nn.functional.pad(torch.cat([mine[:, :, : self.length], theirs]), (0, 0, 0, room))
+            for mine, theirs in ((self._keys, other.keys), (self._values, other.values))
+        )
+        self._views()
+
+    def _resize(self, capacity: int) -> None:
+        """Move the filled columns into buffers of ``capacity`` columns."""
+        grow = capacity - self._keys.shape[-2]
+        self._keys, self._values = (
+            torch.nn.functional.pad(t, (0, 0, 0, grow)) for t in (self._keys, self._values)
+        )
+
+    def _views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys = self._keys[:, :, : self.length]
+        self.values = self._values[:, :, : self.length]
+        return self.keys, self.values
 
 
 class StopWatcher:
@@ -252,22 +371,181 @@ class GenerationStats:
     """Counters since construction (or :meth:`HFPolicy.reset_stats`)."""
 
     batches: int = 0
-    """Batched generation runs (each serves up to ``max_batch_size`` coalesced rows)."""
+    """Busy periods: times rows entered an empty running batch (with ``scheduling="static"``,
+    one per lock-step batch)."""
+    prefills: int = 0
+    """Prefill passes: groups of waiting requests run through the model to join the batch."""
+    decode_steps: int = 0
+    """Decode steps: one token for every running row."""
     forward_passes: int = 0
-    """Model forward calls made by generation (prefill + one per decoding step)."""
+    """Model forward calls made by generation (prefills + decode steps)."""
     rows: int = 0
     """Completions produced."""
     generated_tokens: int = 0
     score_forward_passes: int = 0
     max_batch_rows: int = 0
+    """Most rows in flight at once (running plus joining)."""
 
 
 @dataclass
 class _Request:
+    """One prompt to complete, with its row seed and the future its caller awaits."""
+
     prompt: list[int]
     sampling: SamplingParams
     seed: np.uint64
     future: concurrent.futures.Future[Completion] = field(default_factory=concurrent.futures.Future)
+
+
+@dataclass
+class _Row:
+    """A request being generated: its token budget, stop watcher and what it generated so far."""
+
+    request: _Request
+    budget: int
+    watcher: StopWatcher
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish: tuple[FinishReason, str | None] = ("length", None)
+
+    def push(self, token: int, logprob: float, eos: bool) -> bool:
+        """Record a sampled token; return whether the row is finished (why: :attr:`finish`)."""
+        self.tokens.append(token)
+        self.logprobs.append(logprob)
+        stop = self.watcher.push(token) if self.watcher.stops else None
+        if eos:
+            self.finish = ("eos", None)
+        elif stop is not None:
+            self.finish = ("stop", stop)
+        elif len(self.tokens) < self.budget:
+            return False
+        return True
+
+
+@dataclass
+class _Group:
+    """Rows decoded together over one left-padded KV cache, with their per-row state.
+
+    Row ``j`` of every cache layer holds ``pads[j]`` padding columns, then the row's own keys
+    and values. ``tokens[j]`` is the row's last sampled token, fed at the next decode step at
+    position ``positions[j]``; ``generated[j]`` counts its sampled tokens (its uniforms' key).
+    """
+
+    rows: list[_Row]
+    cache: Cache
+    pads: np.ndarray
+    tokens: torch.Tensor
+    positions: torch.Tensor
+    temperature: torch.Tensor
+    top_p: torch.Tensor
+    top_k: torch.Tensor
+    seeds: np.ndarray
+    generated: np.ndarray
+
+    @property
+    def width(self) -> int:
+        """Columns of the cache (padding included)."""
+        return self.cache.get_seq_length()
+
+    def select(self, keep: Sequence[int]) -> None:
+        """Keep rows ``keep``, in that order (cache rows, settings and state)."""
+        index = torch.tensor(keep, dtype=torch.long, device=self.tokens.device)
+        self.cache.batch_select_indices(index)
+        self.rows = [self.rows[j] for j in keep]
+        self.pads, self.seeds, self.generated = (
+            self.pads[keep],
+            self.seeds[keep],
+            self.generated[keep],
+        )
+        self.tokens, self.positions = self.tokens[index], self.positions[index]
+        self.temperature, self.top_p, self.top_k = (
+            self.temperature[index],
+            self.top_p[index],
+            self.top_k[index],
+        )
+
+    def trim(self) -> None:
+        """Drop the cache columns that are padding in every row."""
+        drop = int(self.pads.min())
+        if drop:
+            for layer in _kv_layers(self.cache):
+                layer.trim_left(drop)
+            self.pads = self.pads - drop
+
+    def pad_left(self, columns: int) -> None:
+        """Add ``columns`` padding columns at the left of every row's cache."""
+        if columns:
+            for layer in _kv_layers(self.cache):
+                layer.pad_left(columns)
+            self.pads = self.pads + columns
+
+    def extend(self, other: _Group) -> None:
+        """Append ``other``'s rows (both caches must have the same width)."""
+        for mine, theirs in zip(_kv_layers(self.cache), _kv_layers(other.cache), strict=True):
+            mine.extend(theirs)
+        self.rows = self.rows + other.rows
+        self.pads = np.concatenate([self.pads, other.pads])
+        self.seeds = np.concatenate([self.seeds, other.seeds])
+        self.generated = np.concatenate([self.generated, other.generated])
+        self.tokens = torch.cat([self.tokens, other.tokens])
+        self.positions = torch.cat([self.positions, other.positions])
+        self.temperature = torch.cat([self.temperature, other.temperature])
+        self.top_p = torch.cat([self.top_p, other.top_p])
+        self.top_k = torch.cat([self.top_k, other.top_k])
+
+
+def _kv_layers(cache: Cache) -> list[PaddedKVLayer]:
+    """The cache's layers that hold keys and values (KV-sharing layers hold none)."""
+    return [layer for layer in cache.layers if layer.is_initialized]
+
+
+def merge_groups(running: _Group | None, joining: _Group | None) -> _Group | None:
+    """``running``'s rows followed by ``joining``'s, in one cache: the columns that are padding
+    in every running row are dropped, then the narrower cache is left-padded to the other's
+    width. Every row keeps its own keys and values, only its left padding changes."""
+    if running is None or joining is None:
+        return joining if running is None else running
+    running.trim()
+    width = max(running.width, joining.width)
+    running.pad_left(width - running.width)
+    joining.pad_left(width - joining.width)
+    running.extend(joining)
+    return running
+
+
+def _without_cancelled(group: _Group | None) -> _Group | None:
+    """``group`` less the rows whose caller cancelled its request (None if none is left)."""
+    if group is None:
+        return None
+    keep = [j for j, row in enumerate(group.rows) if not row.request.future.cancelled()]
+    if not keep:
+        return None
+    if len(keep) < len(group.rows):
+        group.select(keep)
+    return group
+
+
+def _settle(
+    request: _Request, completion: Completion | None = None, error: BaseException | None = None
+) -> None:
+    """Give ``request``'s caller its completion or error, unless it was cancelled meanwhile."""
+    future = request.future
+    if future.done() or not future.set_running_or_notify_cancel():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(completion)
+
+
+def left_padding_mask(pads: np.ndarray, width: int, device: torch.device) -> torch.Tensor:
+    """The 0/1 attention mask of rows left-padded by ``pads`` to ``width`` columns."""
+    columns = torch.arange(width, device=device)
+    return (columns[None, :] >= torch.as_tensor(pads, device=device)[:, None]).long()
+
+
+Scheduling = Literal["continuous", "static"]
+"""How :class:`HFPolicy` forms batches (see its docstring)."""
 
 
 MAX_INDEX = 2**31 - 1
@@ -307,14 +585,24 @@ class HFPolicy:
         model: a loaded ``AutoModelForCausalLM`` (or peft-wrapped) module; read at every batch.
         tokenizer: its Hugging Face tokenizer (with a chat template).
         device: where inputs go; defaults to the model's device.
-        max_batch_size: most rows per generation batch.
-        max_wait_ms: how long the first queued request waits for others to join its batch.
+        max_batch_size: most rows in the running batch.
+        max_wait_ms: when the worker is idle, how long the first request waits for others to
+            be prefilled with it (a running batch takes new requests at its next step).
         name: reported name (default: the model's ``name_or_path``).
         seed: seeds the random row seeds of requests that give no ``seed``.
         batch_invariant: compute every generated row exactly as it would be computed alone
             (see the module docstring); None: wherever it holds (CPU with strict MKL, an SDPA
             model with full attention). It switches the model to :data:`ROWWISE_ATTENTION`,
             which is plain SDPA for every other forward pass.
+        scheduling: ``"continuous"`` (iteration-level: a finished row is handed back at once,
+            waiting requests join the running batch between decode steps) or ``"static"``
+            (lock-step: a batch is formed while the worker is idle, runs until its last row
+            finishes, and hands back all its completions then; the baseline of
+            ``benchmarks/bench_rollout.py``). None: continuous wherever the model has full
+            attention only (merging sliding-window caches is not supported), else static.
+        max_prefill_tokens: continuous scheduling: most padded prompt tokens (rows x longest
+            prompt) prefilled in one iteration, so a burst of long prompts does not stall the
+            running rows for long; a longer prompt is prefilled alone.
     """
 
     def __init__(
@@ -328,16 +616,22 @@ class HFPolicy:
         name: str | None = None,
         seed: int | None = None,
         batch_invariant: bool | None = None,
+        scheduling: Scheduling | None = None,
+        max_prefill_tokens: int = 8192,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_prefill_tokens < 1:
+            raise ValueError(f"max_prefill_tokens must be >= 1, got {max_prefill_tokens}")
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device is not None else _module_device(model)
         self.batch_invariant = _resolve_batch_invariance(model, self.device, batch_invariant)
         if self.batch_invariant:
             model.config._attn_implementation = ROWWISE_ATTENTION
+        self.scheduling: Scheduling = _resolve_scheduling(model, scheduling)
         self.max_batch_size = max_batch_size
+        self.max_prefill_tokens = max_prefill_tokens
         self.max_wait_s = max_wait_ms / 1000.0
         self.name = name or str(getattr(model, "name_or_path", "") or "hf")
         self.weights_lock = threading.RLock()
@@ -426,7 +720,7 @@ class HFPolicy:
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:
-        """Stop the worker thread (queued requests are still served first). Idempotent."""
+        """Stop the worker thread (queued and running requests are served first). Idempotent."""
         with self._start_lock:
             worker, self._worker = self._worker, None
         if worker is not None:
@@ -489,23 +783,43 @@ class HFPolicy:
                 self._worker.start()
 
     def _serve(self) -> None:
+        """The scheduler loop: admit waiting requests, run one iteration, hand back the rows
+        that finished; until :meth:`close` (queued and running requests are served first)."""
+        waiting: deque[_Request] = deque()
+        running: _Group | None = None
+        held: list[_Row] = []
+        closing = False
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, stop = self._collect(first)
-            batch = [r for r in batch if r.future.set_running_or_notify_cancel()]
-            if batch:
-                self._run(batch)
-            if stop:
-                return
+            if not closing:
+                closing = self._receive(waiting, idle=running is None and not waiting)
+            admitted = self._admit(waiting, running)
+            if running is None and not admitted:
+                if closing:
+                    return
+                continue
+            running, finished = self._iterate(running, admitted)
+            held += finished
+            if running is None or self.scheduling == "continuous":
+                self._hand_back(held)
+                held = []
 
-    def _collect(self, first: _Request) -> tuple[list[_Request], bool]:
-        """The first request plus whatever arrives within ``max_wait`` (up to the batch size)."""
-        batch = [first]
-        deadline = time.monotonic() + self.max_wait_s
-        while len(batch) < self.max_batch_size:
-            remaining = deadline - time.monotonic()
+    def _receive(self, waiting: deque[_Request], idle: bool) -> bool:
+        """Move queued requests to ``waiting``; return True once :meth:`close` asked to stop.
+
+        When ``idle`` (nothing running or waiting), block for the next request, then give
+        others up to ``max_wait_ms`` to arrive (at most ``max_batch_size``), so that a burst
+        is prefilled together. Otherwise take what is queued, without waiting.
+        """
+        deadline = None
+        if idle:
+            item = self._queue.get()
+            if item is None:
+                return True
+            waiting.append(item)
+            deadline = time.monotonic() + self.max_wait_s
+        while True:
+            filling = deadline is not None and len(waiting) < self.max_batch_size
+            remaining = deadline - time.monotonic() if filling else 0.0
             try:
                 item = (
                     self._queue.get(timeout=remaining)
@@ -513,132 +827,225 @@ class HFPolicy:
                     else self._queue.get_nowait()
                 )
             except queue.Empty:
-                break
+                return False
             if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
+                return True
+            waiting.append(item)
 
-    def _run(self, batch: list[_Request]) -> None:
-        """Generate ``batch``; if it fails, each request again alone, so one bad row fails only
-        its own caller. The worker lives on either way."""
+    def _admit(self, waiting: deque[_Request], running: _Group | None) -> list[_Request]:
+        """The waiting requests that join at this iteration, in arrival order: as many as there
+        are free rows (static scheduling: only into an empty batch) and, past the first, as long
+        as their padded prefill (rows x longest prompt) stays within ``max_prefill_tokens``
+        (continuous scheduling). Cancelled requests are dropped."""
+        if running is None:
+            free = self.max_batch_size
+        elif self.scheduling == "continuous":
+            free = self.max_batch_size - len(running.rows)
+        else:
+            free = 0
+        budget = self.max_prefill_tokens if self.scheduling == "continuous" else math.inf
+        admitted: list[_Request] = []
+        longest = 0
+        while waiting and len(admitted) < free:
+            if waiting[0].future.cancelled():
+                waiting.popleft()
+                continue
+            widest = max(longest, len(waiting[0].prompt))
+            if admitted and widest * (len(admitted) + 1) > budget:
+                break
+            admitted.append(waiting.popleft())
+            longest = widest
+        return admitted
+
+    @torch.inference_mode()
+    def _iterate(
+        self, running: _Group | None, admitted: list[_Request]
+    ) -> tuple[_Group | None, list[_Row]]:
+        """One scheduler iteration: drop cancelled rows, prefill ``admitted`` and join them to
+        ``running``, then one decode step. Returns the running group and the finished rows.
+
+        Failures stay local: a joining group whose prefill fails is prefilled again one request
+        at a time, so a bad request fails only its own caller; any other failure fails the rows
+        it ran. The worker lives on either way.
+        """
+        running = _without_cancelled(running)
+        rows, finished = self._rows(admitted)
+        joined: _Group | None = None
         try:
             with self.weights_lock:
-                completions = self.generate_batch(batch)
+                if rows:
+                    self._count_batch(running, len(rows))
+                    joined, done = self._prefill_isolated(rows)
+                    finished += done
+                    running = merge_groups(running, joined)
+                if running is not None:
+                    running, done = self._decode(running)
+                    finished += done
         except BaseException as exc:
-            if len(batch) > 1 and isinstance(exc, Exception):
-                for request in batch:
-                    self._run([request])
-            else:
-                for request in batch:
-                    request.future.set_exception(exc)
-            return
-        for request, completion in zip(batch, completions, strict=True):
-            request.future.set_result(completion)
+            failed = {id(r): r for g in (running, joined) if g is not None for r in g.rows}
+            for row in failed.values():
+                _settle(row.request, error=exc)
+            return None, finished
+        return running, finished
+
+    def _prefill_isolated(self, rows: list[_Row]) -> tuple[_Group | None, list[_Row]]:
+        """:meth:`_prefill`, or, if it fails, each row's prefill alone (failing rows get the
+        error and leave)."""
+        try:
+            return self._prefill(rows)
+        except Exception as exc:
+            if len(rows) == 1:
+                _settle(rows[0].request, error=exc)
+                return None, []
+        joined: _Group | None = None
+        finished: list[_Row] = []
+        for row in rows:
+            group, done = self._prefill_isolated([self._new_row(row.request)])
+            joined = merge_groups(joined, group)
+            finished += done
+        return joined, finished
+
+    def _hand_back(self, rows: list[_Row]) -> None:
+        """Resolve the futures of finished ``rows`` with their completions."""
+        for row in rows:
+            self.stats.rows += 1
+            _settle(row.request, self._completion(row))
+
+    def _count_batch(self, running: _Group | None, joining: int) -> None:
+        """Count a new busy period (rows entering an empty batch) and the rows in flight."""
+        if running is None:
+            self.stats.batches += 1
+        busy = 0 if running is None else len(running.rows)
+        self.stats.max_batch_rows = max(self.stats.max_batch_rows, busy + joining)
 
     # -- generation ----------------------------------------------------------------------------
     @torch.inference_mode()
     def generate_batch(self, batch: Sequence[_Request]) -> list[Completion]:
-        """Generate every request of ``batch`` together (left-padded, KV-cached; rows ordered by
-        prompt length, so equally padded rows are adjacent)."""
-        model, device = self.model, self.device
-        n = len(batch)
-        self.stats.batches += 1
-        self.stats.rows += n
-        self.stats.max_batch_rows = max(self.stats.max_batch_rows, n)
-        budget = [
-            max(0, min(r.sampling.max_tokens, self.max_positions - len(r.prompt))) for r in batch
-        ]
-        tokens: list[list[int]] = [[] for _ in batch]
-        logprobs: list[list[float]] = [[] for _ in batch]
-        finish: list[tuple[FinishReason, str | None]] = [("length", None)] * n
-        watchers = [StopWatcher(self.tokenizer, r.sampling.stop) for r in batch]
-        active = sorted((i for i in range(n) if budget[i] > 0), key=lambda i: -len(batch[i].prompt))
-        if not active:
-            return [self._completion([], [], "length", None) for _ in batch]
+        """Generate every request of ``batch`` together, in this thread, to completion: one
+        prefill, then decode steps until every row has finished (futures are left alone)."""
+        rows, finished = self._rows(batch)
+        with self.weights_lock:
+            running = None
+            if rows:
+                self._count_batch(None, len(rows))
+                running, finished_first = self._prefill(rows)
+                finished += finished_first
+            while running is not None:
+                running, done = self._decode(running)
+                finished += done
+        by_request = {id(row.request): row for row in finished}
+        self.stats.rows += len(batch)
+        return [self._completion(by_request[id(request)]) for request in batch]
 
+    def _rows(self, requests: Sequence[_Request]) -> tuple[list[_Row], list[_Row]]:
+        """Rows for ``requests``: those with tokens to generate, and those finished before
+        their first token (``max_tokens=0``, or no room left in the context)."""
+        rows = [self._new_row(r) for r in requests]
+        return [r for r in rows if r.budget > 0], [r for r in rows if r.budget == 0]
+
+    def _new_row(self, request: _Request) -> _Row:
+        """A fresh row for ``request``: its budget is capped by the room left in the context."""
+        room = self.max_positions - len(request.prompt)
+        budget = max(0, min(request.sampling.max_tokens, room))
+        return _Row(request, budget, StopWatcher(self.tokenizer, request.sampling.stop))
+
+    def _prefill(self, rows: list[_Row]) -> tuple[_Group | None, list[_Row]]:
+        """Run the prompts of ``rows`` through the model as one left-padded group (longest
+        first, so equally padded rows are adjacent) into a fresh cache, and sample every row's
+        first token. Returns the group of unfinished rows and the finished ones."""
+        device = self.device
+        rows = sorted(rows, key=lambda row: -len(row.request.prompt))
+        lengths = np.array([len(row.request.prompt) for row in rows], dtype=np.int64)
+        pads = int(lengths.max()) - lengths
         input_ids = torch.nn.utils.rnn.pad_sequence(
-            [torch.tensor(batch[i].prompt) for i in active],
+            [torch.tensor(row.request.prompt) for row in rows],
             batch_first=True,
             padding_value=self.pad_token_id,
             padding_side="left",
         ).to(device)
-        lengths = torch.tensor([len(batch[i].prompt) for i in active], device=device)
-        width = input_ids.shape[1]
-        mask = (torch.arange(width, device=device)[None, :] >= (width - lengths)[:, None]).long()
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        temperature = torch.tensor([batch[i].sampling.temperature for i in active], device=device)
-        top_p = torch.tensor([batch[i].sampling.top_p for i in active], device=device)
-        top_k = torch.tensor([batch[i].sampling.top_k for i in active], device=device)
-        seeds = np.array([batch[i].seed for i in active], dtype=np.uint64)
-        eos = torch.tensor(sorted(self.eos_token_ids), device=device)
-        pads = (width - lengths).tolist()
-        rowwise = self._attention_kwargs(pads)
-
-        cache = DynamicCache(config=model.config)
-        logits = model(
+        mask = left_padding_mask(pads, input_ids.shape[1], device)
+        cache = self._new_cache()
+        logits = self.model(
             input_ids=input_ids,
             attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
-            **rowwise,
+            **self._attention_kwargs(pads),
         ).logits[:, -1]
+        self.stats.prefills += 1
         self.stats.forward_passes += 1
-        next_position = positions[:, -1] + 1
-        while True:
-            generated = np.array([len(tokens[row]) for row in active])
-            uniforms = torch.from_numpy(row_uniforms(seeds, generated)).to(device)
-            chosen, chosen_lp = sample_tokens(logits, temperature, top_p, top_k, uniforms)
-            is_eos = torch.isin(chosen, eos).tolist()
-            keep: list[int] = []
-            for j, (row, token, lp) in enumerate(
-                zip(active, chosen.tolist(), chosen_lp.tolist(), strict=True)
-            ):
-                tokens[row].append(token)
-                logprobs[row].append(lp)
-                stop = watchers[row].push(token) if watchers[row].stops else None
-                if is_eos[j]:
-                    finish[row] = ("eos", None)
-                elif stop is not None:
-                    finish[row] = ("stop", stop)
-                elif len(tokens[row]) < budget[row]:
-                    keep.append(j)
-            self.stats.generated_tokens += len(active)
-            if not keep:
-                break
-            if len(keep) < len(active):
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                mask, next_position, chosen = mask[index], next_position[index], chosen[index]
-                temperature, top_p, top_k = temperature[index], top_p[index], top_k[index]
-                seeds = seeds[keep]
-                active = [active[j] for j in keep]
-                pads = [pads[j] for j in keep]
-                rowwise = self._attention_kwargs(pads)
-            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-            logits = model(
-                input_ids=chosen[:, None],
-                attention_mask=mask,
-                position_ids=next_position[:, None],
-                past_key_values=cache,
-                use_cache=True,
-                **rowwise,
-            ).logits[:, -1]
-            self.stats.forward_passes += 1
-            next_position = next_position + 1
-        return [self._completion(tokens[i], logprobs[i], *finish[i]) for i in range(n)]
+        sampling = [row.request.sampling for row in rows]
+        group = _Group(
+            rows=rows,
+            cache=cache,
+            pads=pads,
+            tokens=torch.zeros(len(rows), dtype=torch.long, device=device),
+            positions=torch.from_numpy(lengths).to(device),
+            temperature=torch.tensor([s.temperature for s in sampling], device=device),
+            top_p=torch.tensor([s.top_p for s in sampling], device=device),
+            top_k=torch.tensor([s.top_k for s in sampling], device=device),
+            seeds=np.array([row.request.seed for row in rows], dtype=np.uint64),
+            generated=np.zeros(len(rows), dtype=np.int64),
+        )
+        return self._advance(group, logits)
 
-    def _attention_kwargs(self, pads: list[int]) -> dict[str, Any]:
+    def _new_cache(self) -> Cache:
+        """An empty cache: :class:`PaddedKVLayer` layers, or the model's own dynamic layers for
+        models with sliding-window layers (static scheduling only)."""
+        if _full_attention_only(self.model.config):
+            return Cache(layer_class_to_replicate=PaddedKVLayer)
+        return DynamicCache(config=self.model.config)
+
+    def _decode(self, group: _Group) -> tuple[_Group | None, list[_Row]]:
+        """One decode step: feed every row its last token and sample the next (batch-invariant
+        attention reads the padding from ``left_padding`` and needs no mask)."""
+        mask = None
+        if not self.batch_invariant:
+            mask = left_padding_mask(group.pads, group.width + 1, self.device)
+        logits = self.model(
+            input_ids=group.tokens[:, None],
+            attention_mask=mask,
+            position_ids=group.positions[:, None],
+            cache=group.cache,
+            use_cache=True,
+            **self._attention_kwargs(group.pads),
+        ).logits[:, -1]
+        self.stats.decode_steps += 1
+        self.stats.forward_passes += 1
+        group.positions = group.positions + 1
+        return self._advance(group, logits)
+
+    def _advance(self, group: _Group, logits: torch.Tensor) -> tuple[_Group | None, list[_Row]]:
+        """Sample every row's next token from ``logits`` (one row each); rows that finish
+        (eos, a stop string, their budget) leave the group and are returned."""
+        uniforms = torch.from_numpy(row_uniforms(group.seeds, group.generated)).to(self.device)
+        chosen, chosen_lp = sample_tokens(
+            logits, group.temperature, group.top_p, group.top_k, uniforms
+        )
+        eos = torch.tensor(sorted(self.eos_token_ids), device=self.device)
+        is_eos = torch.isin(chosen, eos).tolist()
+        group.tokens, group.generated = chosen, group.generated + 1
+        self.stats.generated_tokens += len(group.rows)
+        steps = zip(group.rows, chosen.tolist(), chosen_lp.tolist(), is_eos, strict=True)
+        done = [row.push(token, lp, eos) for row, token, lp, eos in steps]
+        finished = [row for row, d in zip(group.rows, done, strict=True) if d]
+        if not finished:
+            return group, []
+        keep = [j for j, d in enumerate(done) if not d]
+        if not keep:
+            return None, finished
+        group.select(keep)
+        return group, finished
+
+    def _attention_kwargs(self, pads: np.ndarray) -> dict[str, Any]:
         """Forward kwargs telling :func:`rowwise_attention` each row's padding (batch-invariant)."""
         return {"left_padding": pad_runs(pads)} if self.batch_invariant else {}
 
-    def _completion(
-        self, ids: list[int], lps: list[float], reason: FinishReason, stop: str | None
-    ) -> Completion:
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return Completion(ids, text, lps, reason, stop)
+    def _completion(self, row: _Row) -> Completion:
+        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        return Completion(row.tokens, text, row.logprobs, *row.finish)
 
     # -- scoring -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -719,6 +1126,22 @@ def _resolve_batch_invariance(model: Any, device: torch.device, wanted: bool | N
         )
     warnings.warn(f"HFPolicy: generated rows depend on their batch-mates ({advice})", stacklevel=3)
     return False
+
+
+def _resolve_scheduling(model: Any, wanted: str | None) -> Scheduling:
+    """``wanted``, checked; None gives continuous scheduling wherever the model has full
+    attention only (a sliding-window layer's cache cannot be merged with another's)."""
+    if wanted not in (None, "continuous", "static"):
+        raise ValueError(f"scheduling must be 'continuous' or 'static', got {wanted!r}")
+    mergeable = _full_attention_only(model.config)
+    if wanted == "continuous" and not mergeable:
+        raise ValueError(
+            "scheduling='continuous' merges KV caches of full-attention layers only; this model "
+            "has sliding-window layers: use scheduling='static'"
+        )
+    if wanted is not None:
+        return wanted
+    return "continuous" if mergeable else "static"
 
 
 def _module_device(model: Any) -> torch.device:

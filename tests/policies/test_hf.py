@@ -254,13 +254,13 @@ def test_stop_watcher_handles_split_utf8(tokenizer):
 
 
 class PoisonedRowPolicy(HFPolicy):
-    """Generation fails for any batch holding the prompt ``[7, 7, 7]`` (like a row that runs the
+    """Prefill fails for any group holding the prompt ``[7, 7, 7]`` (like a row that runs the
     device out of memory)."""
 
-    def generate_batch(self, batch):
-        if any(list(r.prompt) == [7, 7, 7] for r in batch):
+    def _prefill(self, rows):
+        if any(list(r.request.prompt) == [7, 7, 7] for r in rows):
             raise RuntimeError("row 7 broke the batch")
-        return super().generate_batch(batch)
+        return super()._prefill(rows)
 
 
 async def test_a_failing_batch_fails_only_the_row_that_fails(tiny_path, chat_prompts):

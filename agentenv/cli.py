@@ -405,8 +405,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for results.jsonl, metadata.json, summary.png")
     p.add_argument("--resume", action="store_true", help="re-run only missing or errored episodes")
     p.add_argument("--max-turns", type=int, default=None)
-    p.add_argument("--max-tokens-per-turn", type=int, default=256)
-    p.add_argument("--max-context-tokens", type=int, default=4096)
+    p.add_argument(
+        "--max-tokens-per-turn",
+        type=int,
+        default=None,
+        help="generation budget of one action (default: the env's; 256 for most envs)",
+    )
+    p.add_argument(
+        "--max-context-tokens",
+        type=int,
+        default=None,
+        help="budget of a whole episode (default: the env's; 4096 for most envs)",
+    )
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument(
         "--tool-parser",

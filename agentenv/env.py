@@ -174,6 +174,9 @@ class TextEnv(gymnasium.Env[str, str]):
 
     - ``description``: one line for ``agentenv list``.
     - ``stop_strings``: strings after which generation of an action should stop.
+    - ``turn_tokens`` and ``context_tokens``: the generation budget of one action and of a whole
+      episode the env needs, used where a rollout's config leaves them unset (256 and 4096; an
+      env whose actions are patches or whose observations are command outputs asks for more).
     - ``tools``: OpenAI-style tool schemas, for envs driven by native function calls (read after
       each reset: an episode may have its own tools). Such an env receives each assistant turn
       as an OpenAI assistant message in JSON (:mod:`agentenv.toolcalls`) and answers with
@@ -201,6 +204,8 @@ class TextEnv(gymnasium.Env[str, str]):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
     description: ClassVar[str] = ""
     stop_strings: ClassVar[tuple[str, ...]] = ()
+    turn_tokens: ClassVar[int] = 256
+    context_tokens: ClassVar[int] = 4096
     observation_role: ClassVar[str] = "user"
     tools: list[dict[str, Any]] | None = None
     reward_components: ClassVar[tuple[str, ...]] = ()

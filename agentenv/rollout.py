@@ -35,10 +35,13 @@ class RolloutConfig:
 
     - ``max_turns``: agent turns per episode (``None``: the env's own limit). Reaching it marks the
       episode ``truncated`` with reason ``max_turns``.
-    - ``max_tokens_per_turn``: generation budget of one action.
-    - ``max_context_tokens``: prompt + all turns. An action is generated with at most the room
-      left; when no room is left, or an observation would overflow it, the episode stops as
-      ``truncated`` with reason ``max_context_tokens`` (the overflowing observation is not added).
+    - ``max_tokens_per_turn``: generation budget of one action (``None``: the env's
+      :attr:`~agentenv.env.TextEnv.turn_tokens`, 256 unless the env needs long actions).
+    - ``max_context_tokens``: prompt + all turns (``None``: the env's
+      :attr:`~agentenv.env.TextEnv.context_tokens`, 4096 by default). An action is generated
+      with at most the room left; when no room is left, or an observation would overflow it, the
+      episode stops as ``truncated`` with reason ``max_context_tokens`` (the overflowing
+      observation is not added).
     - ``max_concurrent_episodes``: episodes in flight at once.
     - ``env_concurrency``: concurrent ``reset``/``step`` calls per env id (default for unlisted
       ids: ``default_env_concurrency``).
@@ -47,8 +50,8 @@ class RolloutConfig:
     """
 
     max_turns: int | None = None
-    max_tokens_per_turn: int = 256
-    max_context_tokens: int = 4096
+    max_tokens_per_turn: int | None = None
+    max_context_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -356,17 +359,19 @@ class RolloutEngine:
         traj.prompt_length = len(prompt)
         context = traj.token_ids  # what the policy is fed is the record itself
 
+        turn_tokens = cfg.max_tokens_per_turn or env.turn_tokens
+        context_tokens = cfg.max_context_tokens or env.context_tokens
         turn = 0
         while True:
             if cfg.max_turns is not None and turn >= cfg.max_turns:
                 traj.status, traj.reason = "truncated", "max_turns"
                 return
-            room = cfg.max_context_tokens - len(context)
+            room = context_tokens - len(context)
             if room <= 0:
                 traj.status, traj.reason = "truncated", "max_context_tokens"
                 return
             sampling = SamplingParams(
-                max_tokens=min(cfg.max_tokens_per_turn, room),
+                max_tokens=min(turn_tokens, room),
                 temperature=cfg.temperature,
                 top_p=cfg.top_p,
                 top_k=cfg.top_k,
@@ -415,7 +420,7 @@ class RolloutEngine:
             between = between_turns_ids(
                 tokenizer, replies, completion, assistant=assistant, tools=tools
             )
-            if len(context) + len(between) >= cfg.max_context_tokens:
+            if len(context) + len(between) >= context_tokens:
                 traj.status, traj.reason = "truncated", "max_context_tokens"
                 return
             record.observation_tokens = len(between)

@@ -53,6 +53,7 @@ from agentenv.env import (
     TOOL_CALLS,
 )
 from agentenv.envs.swe.factory import Instance, parse_statuses
+from agentenv.envs.swe.server import GRADE_CACHE
 from agentenv.envs.swe.tasks import SWETasks, instance_set
 from agentenv.envs.swe.tools import BASH, EDITOR, SUBMIT, TOOLS
 from agentenv.envs.tooluse.base import CallResult, Outcome, Protocol, ToolEnv, ToolError
@@ -162,6 +163,9 @@ class SWEEnv(ToolEnv):
         packages, per_package, seed, families, bugs, instances, test_fraction: the task set
             (:class:`~agentenv.envs.swe.tasks.SWETasks`): bugs built by the factory from these
             packages, or the instances of a SWE-bench/SWE-smith/agentenv JSONL file.
+        backend, grade_cache: the service's sandbox backend (``bwrap``; ``docker``/``podman``
+            where an engine runs) and its cache of grading reports (0: grade every submission);
+            they configure an in-process or ``"local"`` service, a remote one has its own.
         protocol: ``"native"`` (tools) or ``"text"`` (mini-swe-agent's bash blocks).
         max_turns: agent turns before the episode is truncated (and graded as unsubmitted).
         max_calls_per_turn, max_argument_chars, max_result_chars, tool_timeout:
@@ -171,6 +175,8 @@ class SWEEnv(ToolEnv):
     """
 
     description = "Fix a bug in a real Python package in a sandbox (SWE-bench grading)"
+    turn_tokens: ClassVar[int] = 4096
+    context_tokens: ClassVar[int] = 65536
     ends_on_reply: ClassVar[bool] = False
     no_call_message: ClassVar[str] = (
         "your message called no tool; work with bash and str_replace_editor, and call submit "
@@ -194,6 +200,8 @@ class SWEEnv(ToolEnv):
         bugs: int = SWETasks.bugs,
         instances: str | None = SWETasks.instances,
         test_fraction: float = SWETasks.test_fraction,
+        backend: str = "bwrap",
+        grade_cache: int = GRADE_CACHE,
         protocol: Protocol = "native",
         max_turns: int = 30,
         max_calls_per_turn: int = 4,
@@ -224,6 +232,7 @@ class SWEEnv(ToolEnv):
         self.check_split(split)
         self.split = split
         self.service = service
+        self.service_config = {"backend": backend, "grade_cache": grade_cache}
         self.retry = RetryPolicy(timeout=timeout)
         self._client: ServiceClient | None = None
         self._session: ServiceSession | None = None
@@ -262,7 +271,9 @@ class SWEEnv(ToolEnv):
     # -- service ------------------------------------------------------------------------------
     async def _connect(self) -> ServiceClient:
         if self._client is None:
-            self._client = await connect(SERVICE_FACTORY, self.service, retry=self.retry)
+            self._client = await connect(
+                SERVICE_FACTORY, self.service, config=self.service_config, retry=self.retry
+            )
         return self._client
 
     async def _release(self) -> None:

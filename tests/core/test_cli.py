@@ -136,7 +136,7 @@ def _user_error_cases(tmp_path: Path, dead_url: str) -> list[tuple[tuple[str, ..
     (tmp_path / "broken.yaml").write_text("envs: [\n")
     (tmp_path / "typo.yaml").write_text("optim: {lrr: 0.1}\n")
     return [
-        (("info", "serch-v0"), "unknown env id 'serch-v0'. Did you mean: search-v0?"),
+        (("info", "serch-v0"), "unknown env id 'serch-v0'. Did you mean: search-v0"),
         (("--import", "no_such_module_xyz", "list"), "no module named 'no_such_module_xyz'"),
         (("info", "broken_envs:Nope"), "no attribute 'Nope' (TextEnv subclasses in it: GoodEnv,"),
         (("info", "broken_envs:PROMPT"), "is not a TextEnv subclass (it is a str object)"),

@@ -123,3 +123,26 @@ def test_bad_knobs_are_refused():
         CalcToolsEnv(protocol="xml")
     with pytest.raises(ValueError, match="max_calls_per_turn must be a positive integer"):
         CalcToolsEnv(max_calls_per_turn=0)
+
+
+class SubmitEnv(CalcToolsEnv):
+    """Ends through a ``shout`` call (the episode's submit); a bare reply is invalid."""
+
+    ends_on_reply = False
+
+    async def call_tool(self, call: ToolCall) -> str:
+        result = await super().call_tool(call)
+        self.finished = call.name == "shout"
+        return result
+
+
+def test_an_env_can_end_through_a_tool_and_refuse_bare_replies():
+    env = SubmitEnv()
+    env.reset(seed=1)
+    obs, _, terminated, _, info = env.step("The sum is 3.")
+    assert not terminated and not info["action_valid"] and "called no tool" in obs
+    action = _act(("shout", {"text": "done"}), ("add", {"a": 1, "b": 2}))
+    _, reward, terminated, truncated, info = env.step(action)
+    assert terminated and not truncated and reward == 0.0
+    assert [c["name"] for c in info[TOOL_CALLS]] == ["shout"]  # the call after it did not run
+    env.close()

@@ -14,12 +14,9 @@ from agentenv.envs.swe import expert
 from agentenv.envs.swe.env import LEVELS, SUBMIT_MARKER, SWEEnv, command_kind, progress_from_tests
 from agentenv.evaluate import Suite, SuiteEntry, evaluate
 from agentenv.policies.scripted import RandomPolicy, ScriptedPolicy
-from agentenv.rollout import RolloutConfig
 from agentenv.sandbox import default_root
 
 pytestmark = pytest.mark.slow
-LONG = RolloutConfig(max_tokens_per_turn=4096, max_context_tokens=1 << 17)
-"""SWE turns are long: a fix of several hunks, tool outputs of 10,000 characters."""
 
 
 def call(name: str, **arguments: object) -> str:
@@ -55,7 +52,7 @@ def test_splits_are_deterministic_and_disjoint(task_ids: list[str]) -> None:
 @pytest.mark.parametrize("protocol", ["native", "text"])
 async def test_expert_resolves_every_instance(protocol: str, task_ids: list[str]) -> None:
     suite = Suite("swe", [SuiteEntry("swe-v0", {"protocol": protocol}, split="all")])
-    report = await evaluate(ScriptedPolicy(), suite, rollout=LONG, progress=False)
+    report = await evaluate(ScriptedPolicy(), suite, progress=False)
     rows = report.rows
     assert len({r["task_id"] for r in rows}) == len(task_ids)
     failed = [(r["task_id"], r["status"], r["reason"]) for r in rows if not r["success"]]
@@ -133,7 +130,7 @@ async def test_sessions_are_isolated_and_a_copy_keeps_its_workspace(task_ids: li
 
 async def test_random_baseline_never_raises_and_rarely_solves(task_ids: list[str]) -> None:
     suite = Suite("swe", [SuiteEntry("swe-v0", {"max_turns": 8}, split="all")])
-    report = await evaluate(RandomPolicy(seed=1), suite, k=2, rollout=LONG, progress=False)
+    report = await evaluate(RandomPolicy(seed=1), suite, k=2, progress=False)
     errors = [r["reason"] for r in report.rows if r["status"] == "error"]
     assert not errors and len(report.rows) == 24
     assert sum(r["success"] for r in report.rows) <= 1
@@ -202,3 +199,11 @@ def test_expert_hunks_rebuild_the_fix(task_ids: list[str]) -> None:
 def test_registered() -> None:
     info = agentenv.env_info("swe-v0")
     assert info.expert == "agentenv.envs.swe.expert"
+
+
+async def test_expert_resolves_bugs_of_another_package() -> None:
+    kwargs = {"packages": ["xmltodict"], "per_package": 4}
+    suite = Suite("swe", [SuiteEntry("swe-v0", kwargs, split="all")])
+    report = await evaluate(ScriptedPolicy(), suite, progress=False)
+    assert len(report.rows) == 4 and all(r["task_id"].startswith("xmltodict-") for r in report.rows)
+    assert all(r["success"] for r in report.rows), [r["reason"] for r in report.rows]

@@ -1,7 +1,8 @@
 """The ``agentenv`` command.
 
 Subcommands: ``list``, ``info``, ``check``, ``play``, ``serve``, ``eval``, ``serve-policy``,
-``models prepare``, ``sft``, ``train``, ``report`` and ``quickstart`` (the README's main job).
+``models prepare``, ``sft``, ``train``, ``report``, ``view`` and ``quickstart`` (the README's main
+job).
 Heavy imports (torch, transformers) happen inside the subcommands that need them.
 
 Global options: ``--import MODULE`` (repeatable) imports a module that registers envs, and
@@ -231,9 +232,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from agentenv.evaluate import (
         Suite,
         SuiteEntry,
-        error_reasons,
-        error_table,
         evaluate,
+        failure_report,
+        failures,
         load_suite,
         summary_table,
         tool_table,
@@ -241,6 +242,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     )
     from agentenv.models import load_tokenizer
     from agentenv.policies.specs import load_policy
+    from agentenv.transcript import DEFAULT_LIMITS
 
     if bool(args.env) == bool(args.suite):
         raise SystemExit("agentenv eval: give exactly one of --env ENV or --suite SUITE")
@@ -260,6 +262,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             return await evaluate(
                 policy, suite, k=args.k, out_dir=args.out, resume=args.resume,
                 rollout=_rollout_config(args), config=vars(args),
+                transcripts=None if args.no_transcripts else DEFAULT_LIMITS,
             )  # fmt: skip
         finally:
             await policy.aclose()
@@ -271,9 +274,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         console.print(tool_table(usage))
     if args.out:
         console.print(f"results: {Path(args.out) / 'results.jsonl'}")
-    reasons = error_reasons(result.rows)
-    if reasons:
-        console.print(error_table(reasons))
+    for renderable in failure_report(failures(result.rows)):
+        console.print(renderable)
     if result.error_rate > args.max_error_rate:
         print(
             f"agentenv eval: {result.error_rate:.1%} of the episodes errored "
@@ -320,6 +322,31 @@ def cmd_report(args: argparse.Namespace) -> None:
     from agentenv.train import write_report
 
     console.print(f"report: {write_report(Path(args.run_dir))}")
+
+
+def cmd_view(args: argparse.Namespace) -> None:
+    """Serve the viewer of a run on 127.0.0.1, or write it as one HTML file (``--html``)."""
+    if args.html is None:
+        if args.max_episodes is not None:
+            raise SystemExit("agentenv view: --max-episodes goes with --html OUT")
+        import uvicorn
+
+        from agentenv.view.app import create_app
+
+        app = create_app(args.source)  # a bad run fails here, before the server starts
+        url = f"http://127.0.0.1:{args.port}"
+        console.print(f"viewing {args.source} at {url} (Ctrl-C stops)", highlight=False)
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+        return
+    from agentenv.view.export import export_html
+    from agentenv.view.runs import open_run
+
+    done = export_html(open_run(args.source), args.html, max_episodes=args.max_episodes)
+    console.print(
+        f"wrote {done.path} ({done.bytes / 1e6:.1f} MB, {done.embedded} of {done.total} "
+        f"episodes) in {done.seconds:.1f} s",
+        highlight=False,
+    )
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
@@ -404,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-arg", action="append", metavar="KEY=VALUE")
     p.add_argument("--out", help="folder for results.jsonl, metadata.json, summary.png")
     p.add_argument("--resume", action="store_true", help="re-run only missing or errored episodes")
+    p.add_argument(
+        "--no-transcripts",
+        action="store_true",
+        help="leave the episode transcripts (chat, tokens, loss mask) out of results.jsonl",
+    )
     p.add_argument("--max-turns", type=int, default=None)
     p.add_argument(
         "--max-tokens-per-turn",
@@ -460,6 +492,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="Markdown report with learning curves of a run")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("view", help="browse a run's episodes, rewards, credit and tokens")
+    p.add_argument(
+        "source",
+        metavar="RUN",
+        help="an eval folder or its results.jsonl, a training run folder, or a trajectories JSONL",
+    )
+    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
+    p.add_argument("--html", metavar="OUT", help="write one self-contained HTML file instead")
+    p.add_argument(
+        "--max-episodes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --html: embed the transcripts of the first N episodes only (default: all)",
+    )
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("quickstart", help="the README's main job")
     p.add_argument("--out", default=None)

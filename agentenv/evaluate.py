@@ -3,13 +3,15 @@
 An evaluation plays ``n`` tasks per env, ``k`` samples each (one group per task), and writes
 
 - ``results.jsonl``: one row per episode (env, task, sample, reward, components, turns, tokens,
-  time, status);
+  time, status, per-turn rewards) with its transcript (:mod:`agentenv.transcript`, capped;
+  ``transcripts=None`` leaves it out);
 - ``metadata.json``: the configuration, package versions and per-env aggregates;
 - ``summary.png``: success rate and pass@k per env;
 
 and prints a table per env: success rate, mean reward ± std, pass@k (unbiased estimator), mean
-turns and generated tokens, generation vs env time. ``resume=True`` re-runs only the episodes
-that are missing from ``results.jsonl`` or ended in ``error``.
+turns and generated tokens, generation vs env time; then the unsuccessful episodes grouped by
+:func:`failure_reason`, with a short example transcript of each reason. ``resume=True`` re-runs
+only the episodes that are missing from ``results.jsonl`` or ended in ``error``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from typing import Any
 
 import numpy as np
 import yaml
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
 
 from agentenv import DISTRIBUTION
 from agentenv.jsonl import iter_jsonl
@@ -38,7 +43,14 @@ from agentenv.planner import TaskSource, eval_episodes, probe_all
 from agentenv.policies.base import Policy
 from agentenv.registry import env_info
 from agentenv.rollout import EpisodeRequest, RolloutConfig, RolloutEngine
-from agentenv.trajectory import Trajectory
+from agentenv.runfiles import METADATA, RESULTS
+from agentenv.trajectory import Trajectory, jsonable
+from agentenv.transcript import (
+    DEFAULT_LIMITS,
+    TranscriptLimits,
+    build_transcript,
+    short_transcript,
+)
 
 TEST_SEED_OFFSET = 1_000_000
 """Evaluation seeds start here so they never coincide with small training seeds."""
@@ -129,7 +141,11 @@ class EnvSummary:
     env_seconds: float
 
 
-def result_row(traj: Trajectory, sample: int, seconds: float) -> dict[str, Any]:
+def result_row(
+    traj: Trajectory, sample: int, seconds: float, transcript: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``results.jsonl`` row of one episode; ``transcript`` (when given) is its last key, so
+    a reader that wants the other fields can stop parsing there (``agentenv.view`` does)."""
     components: dict[str, float] = {}
     tools: dict[str, list[int]] = {}
     for turn in traj.turns:
@@ -139,23 +155,37 @@ def result_row(traj: Trajectory, sample: int, seconds: float) -> dict[str, Any]:
             counts = tools.setdefault(str(call.get("name")), [0, 0])
             counts[0] += 1
             counts[1] += not call.get("ok", True)
-    return {
+    row = {
         "env": traj.env_id,
         "seed": traj.seed,
         "sample": sample,
         "task_id": traj.task_id,
+        "group_id": traj.group_id,
         "reward": traj.reward,
         "success": traj.success,
         "components": components,
         "tool_calls": tools,
         "turns": traj.num_turns,
+        "invalid_actions": sum(not t.action_valid for t in traj.turns),
         "tokens": int(sum(traj.loss_mask)),
         "seconds": seconds,
         "gen_seconds": traj.gen_seconds,
         "env_seconds": traj.env_seconds,
         "status": traj.status,
         "reason": traj.reason,
+        "per_turn": [
+            {
+                "reward": t.reward,
+                "components": t.reward_components,
+                "valid": t.action_valid,
+                "anchor": jsonable(t.anchor),
+            }
+            for t in traj.turns
+        ],
     }
+    if transcript is not None:
+        row["transcript"] = transcript
+    return row
 
 
 def summarize(rows: Sequence[dict[str, Any]], k: int) -> list[EnvSummary]:
@@ -199,6 +229,45 @@ def error_reasons(rows: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
     """``(count, reason)`` of the errored episodes, one per distinct reason, most frequent first."""
     counts = Counter(r["reason"] or "(no reason recorded)" for r in rows if r["status"] == "error")
     return [(n, reason) for reason, n in counts.most_common()]
+
+
+def failure_reason(row: dict[str, Any]) -> str | None:
+    """Why an episode did not succeed (None when it did): ``error: <message>``,
+    ``truncated: <budget>`` or ``finished without success``, followed by ``(every action
+    invalid)`` or ``(some actions invalid)`` when the env rejected actions."""
+    if row["success"]:
+        return None
+    if row["status"] == "error":
+        return f"error: {row['reason'] or '(no reason recorded)'}"
+    base = (
+        f"truncated: {row['reason']}"
+        if row["status"] == "truncated"
+        else "finished without success"
+    )
+    invalid, turns = row.get("invalid_actions", 0), row["turns"]
+    if invalid and invalid == turns:
+        return f"{base} (every action invalid)"
+    return f"{base} (some actions invalid)" if invalid else base
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One :func:`failure_reason`: how many episodes had it, and the first of them."""
+
+    reason: str
+    count: int
+    example: dict[str, Any]
+
+
+def failures(rows: Sequence[dict[str, Any]]) -> list[Failure]:
+    """The distinct failure reasons of ``rows``, most frequent first, each with an example."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        reason = failure_reason(row)
+        if reason is not None:
+            found.setdefault(reason, []).append(row)
+    ranked = sorted(found.items(), key=lambda item: -len(item[1]))
+    return [Failure(reason, len(group), group[0]) for reason, group in ranked]
 
 
 @dataclass
@@ -255,28 +324,31 @@ async def evaluate(
     progress: bool = True,
     config: dict[str, Any] | None = None,
     seed_offset: int = TEST_SEED_OFFSET,
+    transcripts: TranscriptLimits | None = DEFAULT_LIMITS,
 ) -> EvalResult:
     """Evaluate ``policy`` on ``suite``: ``n`` tasks per env × ``k`` samples each.
 
     Every env is probed first (:func:`probe_suite`), so a suite that cannot run fails before
     anything is written. Services launched locally (``service="local"``) are shared by all the
-    episodes and stopped at the end (:func:`agentenv.launch.service_scope`).
+    episodes and stopped at the end (:func:`agentenv.launch.service_scope`). Each row carries
+    the episode's transcript capped by ``transcripts`` (None: no transcripts).
     """
     start = time.perf_counter()
     async with service_scope():
         sources = await probe_suite(suite)
         plan = plan_requests(suite, sources, k, seed_offset)
         out = Path(out_dir) if out_dir is not None else None
-        results_path = out / "results.jsonl" if out else None
+        results_path = out / RESULTS if out else None
         kept = _open_results(results_path, resume)
         done = {_episode_key(r) for r in kept}
         todo = [(req, s) for req, s in plan if (req.env_id, req.seed, s) not in done]
-        rows = kept + await _play(RolloutEngine(policy, rollout), todo, results_path, progress)
+        engine = RolloutEngine(policy, rollout)
+        rows = kept + await _play(engine, todo, results_path, progress, transcripts)
     rows.sort(key=_episode_key)
     summaries = summarize(rows, k)
     result = EvalResult(summaries, rows, out, time.perf_counter() - start)
     if out is not None:
-        _write_metadata(out, suite, k, policy, config, result)
+        _write_metadata(out, suite, k, policy, config, result, transcripts)
         plot_summary(summaries, k, out / "summary.png")
     return result
 
@@ -297,15 +369,21 @@ async def _play(
     todo: list[tuple[EpisodeRequest, int]],
     results_path: Path | None,
     progress: bool,
+    transcripts: TranscriptLimits | None,
 ) -> list[dict[str, Any]]:
     """Play ``todo``, appending each finished episode's row to ``results_path`` at once."""
     rows: list[dict[str, Any]] = []
     sample_of = {id(req): s for req, s in todo}
     started = time.perf_counter()
     bar = _Progress(len(todo), enabled=progress)
+    tokenizer = getattr(engine.policy, "tokenizer", None)
 
     def record(traj: Trajectory, request: EpisodeRequest) -> None:
-        row = result_row(traj, sample_of[id(request)], time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        transcript = None
+        if transcripts is not None:
+            transcript = build_transcript(traj, tokenizer, transcripts)
+        row = result_row(traj, sample_of[id(request)], seconds, transcript)
         rows.append(row)
         if results_path is not None:
             with results_path.open("a") as f:
@@ -331,18 +409,25 @@ def _versions() -> dict[str, str]:
 
 
 def _write_metadata(
-    out: Path, suite: Suite, k: int, policy: Policy, config: dict | None, result: EvalResult
+    out: Path,
+    suite: Suite,
+    k: int,
+    policy: Policy,
+    config: dict | None,
+    result: EvalResult,
+    transcripts: TranscriptLimits | None,
 ) -> None:
     meta = {
         "suite": {"name": suite.name, "envs": [asdict(e) for e in suite.entries]},
         "k": k,
         "policy": getattr(policy, "name", type(policy).__name__),
         "config": config or {},
+        "transcripts": asdict(transcripts) if transcripts is not None else None,
         "versions": _versions(),
         "wall_seconds": result.wall_seconds,
         "aggregates": [asdict(s) for s in result.summaries],
     }
-    (out / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
+    (out / METADATA).write_text(json.dumps(meta, indent=2, default=str))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,16 +533,29 @@ def tool_table(usage: Sequence[ToolUsage]) -> Any:
     return table
 
 
-def error_table(reasons: Sequence[tuple[int, str]]) -> Any:
-    """A rich Table of errored episodes grouped by reason."""
-    from rich.table import Table
-
-    table = Table(title="errored episodes by reason")
+def failure_report(found: Sequence[Failure], *, max_reasons: int = 8) -> list[Any]:
+    """Rich renderables: a table of the failure reasons (count, reason, example episode), then
+    one short example transcript per reason (the first ``max_reasons`` reasons)."""
+    table = Table(title="unsuccessful episodes by reason")
     table.add_column("episodes", justify="right")
     table.add_column("reason", overflow="fold")
-    for count, reason in reasons:
-        table.add_row(str(count), reason)
-    return table
+    table.add_column("example (env, task, sample)")
+    for f in found:
+        ex = f.example
+        table.add_row(str(f.count), f.reason, f"{ex['env']} {ex['task_id']} #{ex['sample']}")
+    out: list[Any] = [table]
+    for f in found[:max_reasons]:
+        ex = f.example
+        body = (
+            short_transcript(ex["transcript"])
+            if "transcript" in ex
+            else "(no transcript: the run was made with --no-transcripts)"
+        )
+        title = f"{f.reason} — {ex['env']} {ex['task_id']} #{ex['sample']}"
+        out.append(Panel(Text(body), title=title, title_align="left"))
+    if len(found) > max_reasons:
+        out.append(f"… and {len(found) - max_reasons} more reasons (see agentenv view)")
+    return out
 
 
 def plot_summary(summaries: Sequence[EnvSummary], k: int, path: Path) -> None:

@@ -29,19 +29,52 @@ def iter_jsonl(
     does not parse is dropped (with a logged warning) instead of raising. A bad line that ends
     with a newline is an error wherever it is.
     """
+    for lineno, _, raw in iter_lines(path):
+        try:
+            row = _parse_line(raw)
+        except ValueError as exc:
+            if torn_tail and not raw.endswith(b"\n"):
+                log.warning("%s:%d: dropped a torn last line (%s)", path, lineno, exc)
+                return
+            raise error(f"{path}:{lineno}: {exc}") from None
+        if row is not None:
+            yield lineno, row
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, int, bytes]]:
+    """``(line number, byte offset, raw bytes)`` of every line of ``path`` (a leading UTF-8 byte
+    order mark is skipped): the raw form of :func:`iter_jsonl`, for readers that index a file
+    and parse lines later with :func:`parse_line`."""
+    offset = 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
-            if lineno == 1:
-                raw = raw.removeprefix(codecs.BOM_UTF8)
-            try:
-                row = _parse_line(raw)
-            except ValueError as exc:
-                if torn_tail and not raw.endswith(b"\n"):
-                    log.warning("%s:%d: dropped a torn last line (%s)", path, lineno, exc)
-                    return
-                raise error(f"{path}:{lineno}: {exc}") from None
-            if row is not None:
-                yield lineno, row
+            start = offset
+            offset += len(raw)
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw, start = raw[len(codecs.BOM_UTF8) :], start + len(codecs.BOM_UTF8)
+            yield lineno, start, raw
+
+
+def parse_line(
+    raw: bytes, where: str, *, error: type[ValueError] = DataFormatError
+) -> dict[str, Any] | None:
+    """The JSON object on one raw line (None for a blank line); a bad line raises ``error``
+    whose message starts with ``where`` (``path:line``)."""
+    try:
+        return _parse_line(raw)
+    except ValueError as exc:
+        raise error(f"{where}: {exc}") from None
+
+
+def read_line(path: str | Path, offset: int, where: str) -> dict[str, Any]:
+    """The JSON object on the line that starts at byte ``offset`` of ``path`` (an offset from
+    :func:`iter_lines`); a bad or blank line raises :class:`DataFormatError` naming ``where``."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        row = parse_line(f.readline(), where)
+    if row is None:
+        raise DataFormatError(f"{where}: blank line (the file changed since it was read)")
+    return row
 
 
 def _parse_line(raw: bytes) -> dict[str, Any] | None:

@@ -354,6 +354,7 @@ class RolloutEngine:
         tools = env.tools or None
         parse = parser_for(tokenizer, cfg.tool_parser) if tools else None
         messages = [{"role": "system", "content": system}, {"role": role, "content": observation}]
+        traj.messages = messages  # the record grows with the chat, up to an error if one comes
         prompt = prompt_ids(tokenizer, system, observation, role, tools)
         traj.append_tokens(prompt, trainable=False, turn=-1)
         traj.prompt_length = len(prompt)

@@ -9,12 +9,16 @@ describe each token:
 - ``turn_ids``: the turn a token belongs to (-1 for the prompt; a turn's observation carries
   the turn's index, it is what came back *after* that action);
 - ``logprobs``: the policy's log-probability of each generated token (0.0 elsewhere).
+
+``messages`` is the same episode as chat messages (OpenAI format): the system prompt, the first
+observation, then per turn the assistant message (with its ``tool_calls`` in envs with native
+tools) and what the env sent back (one observation, or one ``tool`` message per call).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +73,7 @@ class Trajectory:
     success: bool = False
     seed: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
     # -- building ----------------------------------------------------------------------------
     def append_tokens(
@@ -124,28 +129,52 @@ class Trajectory:
         return cls(**kwargs)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` with tuples and sets as lists, dict keys as strings, numpy scalars as Python
+    numbers: what ``json.dumps`` takes (anchors are often tuples)."""
     if isinstance(value, (tuple, frozenset, set)):
         return [
-            _jsonable(v)
+            jsonable(v)
             for v in (sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value)
         ]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value
 
 
+BULKY_FIELDS = ("token_ids", "loss_mask", "turn_ids", "logprobs", "messages")
+"""The per-token arrays and the chat: :func:`write_jsonl` writes them after every other field
+(and a line's ``transcript`` after them), so a reader that wants an episode's summary and turns
+can stop parsing a line at ``"token_ids"`` (``agentenv.view`` does)."""
+
+
+def finite_list(values: Iterable[float]) -> list[float | None]:
+    """``values`` as a list for JSON, which has no NaN or infinity: None where not finite."""
+    return [float(v) if np.isfinite(v) else None for v in values]
+
+
 def write_jsonl(
-    trajectories: Iterable[Trajectory], path: str | Path, *, append: bool = False
+    trajectories: Iterable[Trajectory],
+    path: str | Path,
+    *,
+    append: bool = False,
+    transcript: Callable[[Trajectory], dict[str, Any]] | None = None,
 ) -> None:
-    """Write one trajectory per line."""
+    """Write one trajectory per line, :data:`BULKY_FIELDS` last; with ``transcript``, each line
+    also gets a ``transcript`` key (last) holding what it returns for the trajectory
+    (:func:`agentenv.transcript.build_transcript`)."""
     with open(path, "a" if append else "w", encoding="utf-8") as f:
         for t in trajectories:
-            f.write(json.dumps(_jsonable(t.to_dict()), ensure_ascii=False) + "\n")
+            data = t.to_dict()
+            line = {k: v for k, v in data.items() if k not in BULKY_FIELDS}
+            line.update((k, data[k]) for k in BULKY_FIELDS)
+            if transcript is not None:
+                line["transcript"] = transcript(t)
+            f.write(json.dumps(jsonable(line), ensure_ascii=False) + "\n")
 
 
 def read_jsonl(path: str | Path) -> Iterator[Trajectory]:
@@ -159,7 +188,7 @@ def read_jsonl(path: str | Path) -> Iterator[Trajectory]:
 
 def anchor_key(anchor: Any) -> str:
     """A canonical, hashable string for an anchor (JSON round-trips turn tuples into lists)."""
-    return json.dumps(_jsonable(anchor), sort_keys=True, ensure_ascii=False)
+    return json.dumps(jsonable(anchor), sort_keys=True, ensure_ascii=False)
 
 
 @dataclass

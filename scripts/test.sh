@@ -3,6 +3,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
+bash scripts/browser.sh
 VENV=${AGENTENV_VENV:-.venv}
 "$VENV/bin/python" -m pytest -q "$@"
 status=$?

@@ -241,7 +241,16 @@ class CheckpointConfig(Section):
 class LoggingConfig(Section):
     tensorboard: bool = Field(False, description="also write TensorBoard scalars")
     live: bool = Field(True, description="rich live view in a terminal")
-    save_trajectories: bool = Field(False, description="write each step's rollouts as JSONL")
+    save_trajectories: bool = Field(
+        True,
+        description="write each step's rollouts, with their step and per-turn credit, to "
+        "RUN/rollouts.jsonl",
+    )
+    transcripts: bool = Field(
+        True,
+        description="give every saved trajectory (rollouts and held-out evaluations) its capped "
+        "transcript: chat, token text, loss mask (agentenv.transcript)",
+    )
 
 
 class PretrainConfig(Section):

@@ -22,7 +22,7 @@ import numpy as np
 from agentenv.rewards import compute_advantages_with_clip
 from agentenv.rewards.gating import gated_accumulation, gated_turn_rewards
 from agentenv.train.config import AlgorithmConfig, ConfigError
-from agentenv.trajectory import Trajectory, TurnTable
+from agentenv.trajectory import Trajectory, TurnTable, finite_list
 
 INFO_GAIN = "info_gain"
 
@@ -35,6 +35,31 @@ class TurnCredit:
     clip_scale: np.ndarray | None
     table: TurnTable
     metrics: dict[str, float] = field(default_factory=dict)
+
+    def per_trajectory(self, estimator: str) -> list[dict[str, Any]]:
+        """What each trajectory of the batch received, in batch order: the ``estimator``, the
+        per-turn ``reward`` it was fed (after process rewards and gating) and the trajectory's
+        ``outcome``, the per-turn ``advantage`` (and ``clip_scale`` when the estimator sets
+        one), and the reward components credit added (``info_gain``) — what a viewer needs to
+        show a turn's credit and recompute it under other estimators. A value that is not
+        finite (the information gain of a last turn) is None."""
+        table = self.table
+        added = [c for c in (INFO_GAIN,) if c in table.components]
+        out = []
+        for i, outcome in enumerate(table.outcome):
+            rows = table.traj == i
+            record: dict[str, Any] = {
+                "estimator": estimator,
+                "reward": finite_list(table.reward[rows]),
+                "outcome": float(outcome),
+                "advantage": finite_list(self.advantages[rows]),
+            }
+            if self.clip_scale is not None:
+                record["clip_scale"] = finite_list(self.clip_scale[rows])
+            if added:
+                record["components"] = {c: finite_list(table.components[c][rows]) for c in added}
+            out.append(record)
+        return out
 
 
 def _last_turn(table: TurnTable) -> np.ndarray:

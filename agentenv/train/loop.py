@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,11 @@ from agentenv.rollout import (
     RolloutEngine,
     check_not_all_failed,
 )
+from agentenv.runfiles import eval_trajectories_name
 from agentenv.train import checkpoint as ckpt
 from agentenv.train.batching import TokenBatch, build_batch, micro_batches
 from agentenv.train.config import ConfigError, TrainConfig
-from agentenv.train.credit import compute_credit
+from agentenv.train.credit import TurnCredit, compute_credit
 from agentenv.train.episodes import DataCursor, eval_requests, probe_envs, rollout_config
 from agentenv.train.losses import AggNorm, masked_token_logprobs, rl_loss
 from agentenv.train.metrics import (
@@ -63,6 +65,7 @@ from agentenv.train.model import (
 )
 from agentenv.train.stages import prepare_run, warm_start
 from agentenv.trajectory import Trajectory, write_jsonl
+from agentenv.transcript import build_transcript
 
 # ---------------------------------------------------------------------------------------------
 # Set-up
@@ -487,7 +490,8 @@ class Run:
     async def evaluate(self) -> dict[str, Any]:
         row, trajectories = await evaluate_policy(self.rollout_policy, self.config, self.held_out)
         row = {"kind": "eval", "step": self.step_count, **row}
-        write_jsonl(trajectories, self.run_dir / f"eval-step-{self.step_count:06d}.jsonl")
+        path = self.run_dir / eval_trajectories_name(self.step_count)
+        write_jsonl(trajectories, path, transcript=self._transcript())
         self.logger.log(row)
         return row
 
@@ -504,6 +508,7 @@ class Run:
         row.update(trajectory_metrics(trajectories))
         row.update(sample_stats)
         t1 = time.perf_counter()
+        credit = None
         if trainable:
             credit = await compute_credit(config.algorithm, trainable, self.rollout_policy)
             row.update(credit.metrics)
@@ -520,7 +525,7 @@ class Run:
         if self.sync is not None:
             await self.sync.push(self.learner.model, self.step_count)
         if config.logging.save_trajectories:
-            write_jsonl(trajectories, self.run_dir / ROLLOUTS, append=True)
+            self.save_rollouts(trajectories, trainable, credit)
         row.update(
             lr=self.learner.scheduler.get_last_lr()[0],
             rollout_s=rollout_s,
@@ -531,6 +536,28 @@ class Run:
         )
         self.logger.log(row)
         return row
+
+    def _transcript(self) -> Callable[[Trajectory], dict[str, Any]] | None:
+        """What gives each saved trajectory its transcript (None: ``logging.transcripts`` off)."""
+        if not self.config.logging.transcripts:
+            return None
+        tokenizer = self.learner.tokenizer
+        return lambda trajectory: build_transcript(trajectory, tokenizer)
+
+    def save_rollouts(
+        self, trajectories: list[Trajectory], trainable: list[Trajectory], credit: TurnCredit | None
+    ) -> None:
+        """Append the step's trajectories to ``RUN/rollouts.jsonl``, each with ``metadata.step``
+        and, for the trainable ones, ``metadata.credit`` (:meth:`TurnCredit.per_trajectory`)."""
+        for t in trajectories:
+            t.metadata["step"] = self.step_count
+        if credit is not None:
+            records = credit.per_trajectory(self.config.algorithm.estimator)
+            for t, record in zip(trainable, records, strict=True):
+                t.metadata["credit"] = record
+        write_jsonl(
+            trajectories, self.run_dir / ROLLOUTS, append=True, transcript=self._transcript()
+        )
 
     async def run(self) -> None:
         config = self.config

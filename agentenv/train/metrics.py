@@ -18,10 +18,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from agentenv.jsonl import iter_jsonl
+from agentenv.runfiles import METRICS, ROLLOUTS
+from agentenv.runfiles import read_metrics as read_metrics  # re-exported; it lives there
 
-METRICS = "metrics.jsonl"
-ROLLOUTS = "rollouts.jsonl"
 RUN_LOGS = (METRICS, ROLLOUTS)
 """The append-only logs of an RL run folder."""
 
@@ -39,15 +38,6 @@ LIVE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("rollout_s", "rollout s", "{:.1f}"),
     ("update_s", "update s", "{:.1f}"),
 )
-
-
-def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """Rows of ``RUN/metrics.jsonl`` (of one ``kind`` if given); a bad line names its number."""
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
-        return []
-    rows = [row for _, row in iter_jsonl(path)]
-    return [row for row in rows if kind is None or row.get("kind") == kind]
 
 
 def log_sizes(run_dir: str | Path) -> dict[str, int]:

@@ -10,13 +10,12 @@ from pathlib import Path
 
 from agentenv.launch import service_scope
 from agentenv.planner import TaskSource
+from agentenv.runfiles import CONFIG
 from agentenv.train.config import ConfigError, TrainConfig, load_config, save_config
 from agentenv.train.episodes import probe_envs
 from agentenv.train.model import FINAL_MODEL, model_path, quiet_transformers, seed_everything
 from agentenv.train.pretrain import PRETRAIN_DIR, run_pretrain
 from agentenv.train.sft import SFT_DIR, run_sft
-
-CONFIG_FILE = "config.yaml"
 
 
 def make_run_dir(config: TrainConfig) -> Path:
@@ -37,14 +36,14 @@ def prepare_run(
     """The validated config and the run folder (new, or ``resume`` with its saved config)."""
     if resume is not None:
         run_dir = Path(resume)
-        saved = run_dir / CONFIG_FILE
+        saved = run_dir / CONFIG
         if not saved.is_file():
-            raise ConfigError(f"--resume {run_dir}: no {CONFIG_FILE} there")
+            raise ConfigError(f"--resume {run_dir}: no {CONFIG} there")
         cfg = load_config(saved, overrides)
     else:
         cfg = load_config(config, overrides)
         run_dir = make_run_dir(cfg)
-    save_config(cfg, run_dir / CONFIG_FILE)
+    save_config(cfg, run_dir / CONFIG)
     return cfg, run_dir
 
 

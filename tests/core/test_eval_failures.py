@@ -55,8 +55,8 @@ def test_episode_errors_are_grouped_and_fail_the_exit_status(tmp_path):
     args = ["--import", "flaky_env", "eval", "--env", "flaky-v0", "--policy", "random", "-n", "6"]
     out = agentenv(*args, "--out", str(tmp_path))
     assert out.returncode != 0
-    assert "errored episodes by reason" in out.stdout
-    assert "3 " in out.stdout and "flaky backend lost the episode" in out.stdout
+    assert "unsuccessful episodes by reason" in out.stdout
+    assert "3 " in out.stdout and "error: RuntimeError: flaky backend lost" in out.stdout
     assert "50.0% of the episodes errored" in out.stderr
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 6  # nothing lost
     out = agentenv(*args, "--max-error-rate", "0.5")

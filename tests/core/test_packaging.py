@@ -34,6 +34,8 @@ def test_wheel_installs_and_imports_outside_the_source_tree(tmp_path):
         "bfcl = agentenv.make('bfcl-v0'); assert bfcl.reset(seed=0)[0]; bfcl.close()\n"
         "from agentenv.envs.tooluse.mcp.env import EXAMPLES\n"
         "assert (EXAMPLES / 'time_tasks.jsonl').is_file()\n"
+        "from agentenv.view.page import render_page\n"
+        "assert 'agentenv-data' in render_page('run', {'mode': 'served'})\n"
         "from importlib.metadata import version\n"
         "assert agentenv.DISTRIBUTION == 'rl-agentenv' and agentenv.__version__ == version('rl-agentenv')\n"
         "print(agentenv.__file__)\n"

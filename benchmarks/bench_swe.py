@@ -5,7 +5,9 @@
 - **grading**: seconds per grade of the gold fix (a full suite run in a fresh bwrap sandbox)
   against the bare suite run in an already prepared sandbox (the baseline);
 - **sessions**: expert episodes one at a time vs 64 at once, in-process and over HTTP (a local
-  uvicorn), wall time, episodes/s and the memory the open sessions hold (RSS + tmpfs).
+  uvicorn), every submission graded (``grade_cache=0``), then in-process with the grade cache
+  (64 episodes over 12 instances: most submissions repeat one); wall time, episodes/s, and the
+  memory the open sessions hold (RSS + tmpfs).
 
     python benchmarks/bench_swe.py [--packages h11 xmltodict ...] [--bugs 8] [--episodes 64]
 """
@@ -30,6 +32,7 @@ from agentenv.envs.swe.env import SWEEnv
 from agentenv.envs.swe.factory import Instance, Stats, abuild_instances
 from agentenv.envs.swe.grading import grade, prepare_workspace
 from agentenv.envs.swe.packages import PACKAGES, package, sdist_path
+from agentenv.envs.swe.server import GRADE_CACHE
 from agentenv.launch import service_scope
 from agentenv.sandbox import Limits, MiB, Sandbox
 
@@ -78,8 +81,8 @@ async def grading_row(instances: list[Instance]) -> dict[str, Any]:
     }
 
 
-async def episode(service: str | None, task_id: str) -> float:
-    env = SWEEnv(service=service, split="all")
+async def episode(service: str | None, task_id: str, grade_cache: int) -> float:
+    env = SWEEnv(service=service, split="all", grade_cache=grade_cache)
     try:
         observation, info = await env.areset(options={"task": task_id})
         messages = [
@@ -112,7 +115,7 @@ def memory_mb() -> float:
 
 async def open_sessions_mb(ids: list[str], n: int) -> float:
     """Memory held per open, reset session (in-process service), in MB."""
-    envs = [SWEEnv(split="all") for _ in range(n)]
+    envs = [SWEEnv(split="all", grade_cache=0) for _ in range(n)]
     await envs[0].areset(options={"task": ids[0]})
     before = memory_mb()
     for k, env in enumerate(envs[1:], 1):
@@ -125,16 +128,21 @@ async def open_sessions_mb(ids: list[str], n: int) -> float:
 
 async def sessions_rows(ids: list[str], episodes: int) -> list[dict[str, Any]]:
     rows = []
-    for mode, service in (("in-process", None), ("HTTP (local uvicorn)", "local")):
+    modes = (
+        ("in-process", None, 0),
+        ("HTTP (local uvicorn)", "local", 0),
+        ("in-process, grade cache", None, GRADE_CACHE),
+    )
+    for mode, service, cache in modes:
         async with service_scope():
-            await episode(service, ids[0])  # start the server outside the clock
+            await episode(service, ids[0], cache)  # start the server outside the clock
             start = time.perf_counter()
             for k in range(8):
-                await episode(service, ids[k % len(ids)])
+                await episode(service, ids[k % len(ids)], cache)
             one_by_one = (time.perf_counter() - start) / 8
             start = time.perf_counter()
             tasks = [ids[k % len(ids)] for k in range(episodes)]
-            rewards = await asyncio.gather(*(episode(service, t) for t in tasks))
+            rewards = await asyncio.gather(*(episode(service, t, cache) for t in tasks))
             wall = time.perf_counter() - start
         rows.append(
             {

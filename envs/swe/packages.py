@@ -2,7 +2,7 @@
 
 Each sdist is downloaded by pip (``pip download --no-deps --no-binary :all: NAME==VERSION``)
 into ``cache_root()/swe/sdists``, checked against its pinned sha256 and extracted once to
-``cache_root()/swe/src/NAME-VERSION``. Pins and suite timings: ``docs/envs/swe-bugs.md``.
+``cache_root()/swe/src/NAME-VERSION``. Pins and suite timings: ``docs/envs/swe.md``.
 """
 
 from __future__ import annotations

@@ -430,3 +430,26 @@ async def check_served(
             f"env's {config} ({expected}); start it with the same {data} knobs",
             url=client.url,
         )
+
+
+class SessionHolder:
+    """Mixin of an env that holds one session of a stateful service per episode.
+
+    ``_client`` is the env's service client (made on first use), ``_session`` the running
+    episode's session. :meth:`_release` closes the session (at an episode's end or reset);
+    :meth:`aclose` closes both, idempotently. Put it before the env's base class:
+    ``class ShopEnv(SessionHolder, TextEnv)``.
+    """
+
+    _client: ServiceClient | None = None
+    _session: ServiceSession | None = None
+
+    async def _release(self) -> None:
+        session, self._session = self._session, None
+        await release(session)
+
+    async def aclose(self) -> None:
+        await self._release()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()

@@ -59,7 +59,7 @@ from agentenv.envs.swe.tools import BASH, EDITOR, SUBMIT, TOOLS
 from agentenv.envs.tooluse.base import CallResult, Outcome, Protocol, ToolEnv, ToolError
 from agentenv.launch import connect
 from agentenv.service import RetryPolicy, ServiceClient
-from agentenv.sessions import ServiceSession, release
+from agentenv.sessions import ServiceSession, SessionHolder
 from agentenv.toolcalls import ToolCall
 
 SERVICE_FACTORY = "agentenv.envs.swe.server:create_app"
@@ -152,7 +152,7 @@ def level(report: dict[str, Any] | None, submission: str | None) -> float:
     return LEVELS["passes"] if report["resolved"] else LEVELS["fails"]
 
 
-class SWEEnv(ToolEnv):
+class SWEEnv(SessionHolder, ToolEnv):
     """Bug fixing in a sandboxed repository, SWE-bench-graded (see the module docstring).
 
     Args:
@@ -275,16 +275,6 @@ class SWEEnv(ToolEnv):
                 SERVICE_FACTORY, self.service, config=self.service_config, retry=self.retry
             )
         return self._client
-
-    async def _release(self) -> None:
-        session, self._session = self._session, None
-        await release(session)
-
-    async def aclose(self) -> None:
-        await self._release()
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
 
     async def _open_session(self) -> ServiceSession:
         assert self.task is not None

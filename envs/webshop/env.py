@@ -60,7 +60,7 @@ from agentenv.envs.webshop.server import goal_body
 from agentenv.envs.webshop.tasks import GoalConfig, goal_by_id, goal_ids, split_sizes
 from agentenv.launch import connect
 from agentenv.service import DEFAULT_TIMEOUT, RetryPolicy, ServiceClient
-from agentenv.sessions import ServiceSession, check_served, release
+from agentenv.sessions import ServiceSession, SessionHolder, check_served
 
 SERVICE_FACTORY = "agentenv.envs.webshop.server:create_app"
 AVAILABLE_ACTIONS = "available_actions"
@@ -114,7 +114,7 @@ def _known(cls: type, values: dict[str, Any] | None, what: str) -> dict[str, Any
     return dict(values or {})
 
 
-class WebShopEnv(TextEnv):
+class WebShopEnv(SessionHolder, TextEnv):
     """Buy the instructed product in a WebShop-like store (WebShop's text protocol and reward).
 
     Args:
@@ -239,16 +239,6 @@ class WebShopEnv(TextEnv):
             body = await session.step(_step_body(action))
         self._session = session
         return session, body
-
-    async def _release(self) -> None:
-        session, self._session = self._session, None
-        await release(session)
-
-    async def aclose(self) -> None:
-        await self._release()
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
 
     # -- episode ------------------------------------------------------------------------------
     def _observation(self, body: dict[str, Any]) -> str:

@@ -54,7 +54,7 @@ from agentenv.rewards.toolcall import (
     toolrl_score,
 )
 from agentenv.service import DEFAULT_TIMEOUT, RetryPolicy, ServiceClient
-from agentenv.sessions import ServiceSession, check_served, release
+from agentenv.sessions import ServiceSession, SessionHolder, check_served
 from agentenv.toolcalls import ToolCall, decode_action
 
 SERVICE_FACTORY = "agentenv.envs.tooluse.world.server:create_app"
@@ -80,7 +80,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class ToolWorldEnv(ToolEnv):
+class ToolWorldEnv(SessionHolder, ToolEnv):
     """Customer-service requests over a shop database, with typed tools (τ-bench-style
     final-state reward, ToolRL per-call credit).
 
@@ -215,16 +215,6 @@ class ToolWorldEnv(ToolEnv):
                 self._state = (await session.step(self._body(result.call)))["state"]
         self._session = session
         return session
-
-    async def _release(self) -> None:
-        session, self._session = self._session, None
-        await release(session)
-
-    async def aclose(self) -> None:
-        await self._release()
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
 
     # -- episode ------------------------------------------------------------------------------
     def _anchor(self) -> tuple[str, tuple[str, ...]]:

@@ -13,16 +13,10 @@ browser_missing() {
 MISSING=$(browser_missing)
 [ -z "$MISSING" ] && exit 0
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
-if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
-  echo "agentenv: installing $MISSING (headless browser tests) with apt-get" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  # shellcheck disable=SC2086  # $SUDO and $MISSING are word lists
-  $SUDO apt-get install -y --no-install-recommends $MISSING >/dev/null 2>&1 ||
-    { $SUDO apt-get update -q >/dev/null 2>&1 &&
-      $SUDO apt-get install -y --no-install-recommends $MISSING >/dev/null 2>&1; } || true
-fi
+# shellcheck source=scripts/apt.sh
+source "$(dirname "$0")/apt.sh"
+# shellcheck disable=SC2086  # $MISSING is a word list
+apt_install "headless browser tests" $MISSING
 if [ -n "$(browser_missing)" ]; then
   echo "agentenv: could not install $(browser_missing); the viewer's browser tests will skip" \
     "(as root: apt-get install -y --no-install-recommends chromium chromium-driver)" >&2

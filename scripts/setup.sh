@@ -21,18 +21,12 @@ sandbox_tools_missing() {
   command -v patch >/dev/null 2>&1 || missing+=(patch)
   echo "${missing[*]}"
 }
+# shellcheck source=scripts/apt.sh
+source scripts/apt.sh
 MISSING=$(sandbox_tools_missing)
 if [ -n "$MISSING" ]; then
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
-  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
-    echo "agentenv: installing $MISSING (the sandbox) with apt-get" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    # shellcheck disable=SC2086  # $SUDO and $MISSING are word lists
-    $SUDO apt-get install -y --no-install-recommends $MISSING >/dev/null 2>&1 ||
-      { $SUDO apt-get update -q >/dev/null 2>&1 &&
-        $SUDO apt-get install -y --no-install-recommends $MISSING >/dev/null 2>&1; } || true
-  fi
+  # shellcheck disable=SC2086  # $MISSING is a word list
+  apt_install "the sandbox" $MISSING
   if [ -n "$(sandbox_tools_missing)" ]; then
     echo "agentenv: could not install $(sandbox_tools_missing), which the sandbox needs;" \
       "install it as root: apt-get install -y --no-install-recommends bubblewrap util-linux git patch" >&2

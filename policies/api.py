@@ -3,12 +3,13 @@
 :class:`APIError` is the error a client gets in OpenAI's ``{"error": {...}}`` shape.
 :class:`SamplingRequest` holds the sampling fields of ``/v1/completions`` and
 ``/v1/chat/completions`` with their bounds (:data:`MAX_TOP_K`, :data:`MAX_STOPS`,
-:data:`MAX_STOP_CHARS`; :data:`MAX_LOGPROBS` bounds each endpoint's logprobs field) and turns
-them into checked :class:`~agentenv.policies.base.SamplingParams`. A field the request schema
-does not know is refused (HTTP 400 naming it), and so is a value of a field the backend cannot
-honour yet (:data:`BACKEND_FIELDS`). :func:`served` gives a completion as OpenAI reports it:
-cut at the first of ``stop_token_ids``, decoded with or without special tokens, the stop string
-cut unless asked for, with its finish and stop reasons.
+:data:`MAX_STOP_CHARS`, :data:`MAX_LOGIT_BIAS`; :data:`MAX_LOGPROBS` bounds each endpoint's
+logprobs field) and turns them into checked :class:`~agentenv.policies.base.SamplingParams`,
+vLLM's extras (penalties, ``logit_bias``, ``min_p``, ``min_tokens``, ``ignore_eos``,
+``stop_token_ids``) included. A field the request schema does not know is refused (HTTP 400
+naming it). :func:`served` gives a completion as OpenAI reports it: decoded with or without
+special tokens, the stop string or stop token's text cut unless asked for, with its finish and
+stop reasons.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentenv.policies.base import Completion, SamplingParams
+from agentenv.policies.base import Completion, SamplingExtras, SamplingParams
 from agentenv.policies.hf import check_sampling
-from agentenv.policies.sampling import SamplingExtras
 
 MAX_TOP_K = 2**31 - 1
 MAX_LOGPROBS = 20
@@ -29,18 +29,8 @@ MAX_STOPS = 64
 MAX_STOP_CHARS = 1024
 MAX_LOGIT_BIAS = 300
 """Most ``logit_bias`` entries (OpenAI's limit)."""
-BACKEND_FIELDS = (
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-    "logit_bias",
-    "min_p",
-    "min_tokens",
-    "ignore_eos",
-)
-"""Sampling fields that need the backend's sampling loop (:class:`~agentenv.policies.sampling.
-LogitsProcessor`), which :class:`~agentenv.policies.hf.HFPolicy` does not run yet: a request
-that sets one to anything but its neutral value gets HTTP 400 naming it."""
+LOGIT_BIAS_BOUND = 100.0
+"""``logit_bias`` values are clamped to [-100, 100] (OpenAI's range; vLLM clamps likewise)."""
 
 _Finite = Annotated[float, Field(allow_inf_nan=False)]
 _Stop = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
@@ -98,12 +88,17 @@ class SamplingRequest(BaseModel):
     user: str | None = None
 
     def extras(self) -> SamplingExtras:
-        """The request's vLLM extras (unset fields at their neutral values)."""
+        """The request's vLLM extras (unset fields at their neutral values; ``logit_bias``
+        values clamped to ±:data:`LOGIT_BIAS_BOUND`, as vLLM does)."""
+        bias = {
+            token: min(LOGIT_BIAS_BOUND, max(-LOGIT_BIAS_BOUND, value))
+            for token, value in (self.logit_bias or {}).items()
+        }
         return SamplingExtras(
             presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0,
             repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
-            logit_bias=tuple(sorted((self.logit_bias or {}).items())),
+            logit_bias=tuple(sorted(bias.items())),
             min_p=self.min_p or 0.0,
             min_tokens=self.min_tokens or 0,
             ignore_eos=bool(self.ignore_eos),
@@ -111,16 +106,8 @@ class SamplingRequest(BaseModel):
         )
 
     def check_supported(self, vocab_size: int) -> None:
-        """APIError 400 naming the first field this server cannot honour or whose token ids
-        are outside the vocabulary."""
-        for name in self.extras().changed():
-            if name in BACKEND_FIELDS:
-                raise APIError(
-                    400,
-                    f"{name} is not supported by this server yet: its sampling loop does not "
-                    "apply it (send the neutral value or leave it out)",
-                    param=name,
-                )
+        """APIError 400 naming the first field whose token ids are outside the vocabulary, or
+        ``stream_options`` without ``stream``."""
         for name, ids in (
             ("stop_token_ids", self.stop_token_ids or ()),
             ("logit_bias", self.logit_bias or {}),
@@ -143,7 +130,14 @@ class SamplingRequest(BaseModel):
             top_k=max(self.top_k, 0),
             stop=stop,
             seed=self.seed,
+            extras=self.extras(),
         )
+        if sampling.extras.min_tokens > max_tokens:
+            raise APIError(
+                400,
+                f"min_tokens must be at most max_tokens={max_tokens}, got {self.min_tokens}",
+                param="min_tokens",
+            )
         try:
             check_sampling(sampling)
         except ValueError as exc:
@@ -164,19 +158,17 @@ class Served:
 
 
 def served(completion: Completion, request: SamplingRequest, tokenizer: Any) -> Served:
-    """``completion`` with vLLM's semantics for ``request``.
+    """``completion`` (generated with ``request``'s sampling) with vLLM's semantics.
 
-    The output ends at the first of ``stop_token_ids`` (kept in ``token_ids``; its text only
-    with ``include_stop_str_in_output``). The text is decoded with ``skip_special_tokens``; a
-    matched stop string is cut from it unless ``include_stop_str_in_output``, and so is the
+    A completion the backend ended on one of ``stop_token_ids`` (its ``"eos"`` finish) reports
+    that id as ``stop_reason``; the token stays in ``token_ids``, its text only with
+    ``include_stop_str_in_output``. The text is decoded with ``skip_special_tokens``; a matched
+    stop string is cut from it unless ``include_stop_str_in_output``, and so is the
     end-of-sequence token's text when special tokens are kept.
     """
     ids, logprobs = list(completion.token_ids), list(completion.logprobs)
-    stops = set(request.stop_token_ids or ())
-    cut = next((i for i, token in enumerate(ids) if token in stops), None)
     keep_stop = request.include_stop_str_in_output
-    if cut is not None:
-        ids, logprobs = ids[: cut + 1], logprobs[: cut + 1]
+    if completion.finish_reason == "eos" and ids[-1] in (request.stop_token_ids or ()):
         shown = ids if keep_stop else ids[:-1]
         text = tokenizer.decode(shown, skip_special_tokens=request.skip_special_tokens)
         return Served(ids, logprobs, text, "stop", ids[-1])

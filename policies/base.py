@@ -17,12 +17,49 @@ FinishReason = Literal["stop", "length", "eos"]
 
 
 @dataclass(frozen=True)
+class SamplingExtras:
+    """vLLM's extra sampling parameters, with vLLM's meaning; the defaults change nothing.
+
+    ``repetition_penalty`` (> 0) divides positive logits and multiplies negative ones of every
+    token seen in the prompt or the output; ``frequency_penalty`` subtracts its value times the
+    token's count in the output, ``presence_penalty`` its value once per token present there;
+    ``logit_bias`` adds a bias to a token's logit; ``min_p`` drops tokens less likely than
+    ``min_p`` times the most likely one (at the row's temperature); ``min_tokens`` forbids
+    end-of-sequence and ``stop_token_ids`` (even with ``ignore_eos``) and ignores stop strings
+    until that many tokens are out; ``ignore_eos`` keeps generating past an end-of-sequence
+    token; ``stop_token_ids`` end the row (the token is kept in the output, and the completion's
+    ``finish_reason`` is ``"eos"``). :class:`agentenv.policies.sampling.LogitsProcessor` applies
+    them.
+    """
+
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    min_p: float = 0.0
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    stop_token_ids: tuple[int, ...] = ()
+
+    @property
+    def neutral(self) -> bool:
+        """Whether every field has its default (sampling is then plain ``SamplingParams``)."""
+        return self == _NEUTRAL
+
+
+_NEUTRAL = SamplingExtras()
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """How to sample one completion.
 
     ``stop`` strings end generation once they appear in the decoded continuation; the returned
     ids include the tokens that completed the stop string (the action is cut there, not
     re-tokenized). ``temperature=0`` is greedy. ``seed`` makes sampling reproducible per call.
+    ``extras`` are vLLM's penalties, ``logit_bias``, ``min_p``, ``min_tokens``, ``ignore_eos``
+    and ``stop_token_ids`` (:class:`SamplingExtras`; the default is neutral). HFPolicy applies
+    them; OpenAIPolicy and VLLMPolicy do not pass them on.
     """
 
     max_tokens: int = 256
@@ -31,6 +68,7 @@ class SamplingParams:
     top_k: int = 0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    extras: SamplingExtras = _NEUTRAL
 
 
 @dataclass

@@ -14,8 +14,8 @@ and values) and loops:
    every running row are dropped first; the narrower cache is left-padded to the other's width;
    rows are concatenated);
 3. one decode step for every running row (its last token, at its own position, with the padding
-   mask): sample the next tokens; rows that finish (eos, a stop string, their ``max_tokens``)
-   leave the batch and their futures are resolved at once.
+   mask): sample the next tokens; rows that finish (eos or a stop token id, a stop string,
+   their ``max_tokens``) leave the batch and their futures are resolved at once.
 
 So a short request is never held back by a long one, and a request that arrives mid-flight
 waits one decode step, not for the batch to drain. When the worker is idle, the first request
@@ -23,11 +23,18 @@ waits at most ``max_wait_ms`` for others, so a burst is prefilled together.
 ``scheduling="static"`` is the lock-step baseline: a batch is formed while the worker is idle
 and hands back all its completions when its last row finishes.
 
-Every row has its own stop strings, max tokens, temperature, top-p, top-k and seed. Weights are
-read from :attr:`HFPolicy.model` at every step (no copies), so a trainer that updates the module
-in place is seen by the next step. Hold :attr:`HFPolicy.weights_lock` while changing weights:
-every scheduler iteration and scoring chunk runs under it (a row in flight across an update
-keeps the keys and values it cached under the old weights).
+Every row has its own stop strings, max tokens, temperature, top-p, top-k, seed and vLLM
+extras (:class:`~agentenv.policies.base.SamplingExtras`: penalties, ``logit_bias``, ``min_p``,
+``min_tokens``, ``ignore_eos``, ``stop_token_ids``). A group of rows of which any has extras
+carries a :class:`~agentenv.policies.sampling.LogitsProcessor` that processes the logits each
+step before sampling (vLLM's order), records the sampled tokens and says which of them end
+their row; it follows the rows as they leave and join (rows without extras get neutral ones),
+and is dropped once no row has extras, so plain requests (RL rollouts) never pay for it.
+
+Weights are read from :attr:`HFPolicy.model` at every step (no copies), so a trainer that
+updates the module in place is seen by the next step. Hold :attr:`HFPolicy.weights_lock` while
+changing weights: every scheduler iteration and scoring chunk runs under it (a row in flight
+across an update keeps the keys and values it cached under the old weights).
 
 Batch invariance (``batch_invariant``, on by default on CPU): which requests share a batch depends
 on when they arrive and how far the others have got, so a row's tokens and logprobs must not
@@ -43,7 +50,9 @@ depend on its batch-mates, or two runs with the same seeds differ. Two things ma
   would alone.
 
 Sampling is per row: a row's uniform at its k-th token is hash(row seed, k), and top-p/top-k
-truncation applies to the rows that ask for it only.
+truncation and the extras apply to the rows that ask for them only (the processor is row-wise
+and exact on neutral rows). Reported logprobs are those of the raw logits whatever the
+sampling settings, as vLLM reports them by default (``logprobs_mode="raw_logprobs"``).
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ import warnings
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,6 +87,7 @@ from agentenv.policies.base import (
     SamplingParams,
     score_pairs,
 )
+from agentenv.policies.sampling import LogitsProcessor
 
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
@@ -126,8 +137,9 @@ def sample_tokens(
     top_p: torch.Tensor,
     top_k: torch.Tensor,
     uniforms: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample one token per row; return ``(tokens, log π(token))`` under the raw distribution.
+) -> torch.Tensor:
+    """Sample one token per row of ``logits`` (raw, or processed by a
+    :class:`~agentenv.policies.sampling.LogitsProcessor`).
 
     Rows with ``temperature == 0`` take the argmax. Others sample by inverse CDF from
     softmax(logits / T) in vocabulary order; rows that truncate sample by inverse CDF over the
@@ -136,10 +148,9 @@ def sample_tokens(
     token depends on its own logits, settings and uniform only.
     """
     logits = logits.float()
-    raw_logprobs = torch.log_softmax(logits, dim=-1)
     greedy = logits.argmax(dim=-1)
     if bool((temperature == 0).all()):
-        return greedy, raw_logprobs.gather(-1, greedy[:, None])[:, 0]
+        return greedy
     probs = torch.softmax(logits / temperature.clamp(min=1e-6)[:, None], dim=-1)
     sampled = _inverse_cdf(probs, uniforms)
     truncates = (top_p < 1) | (top_k > 0)
@@ -150,8 +161,14 @@ def sample_tokens(
         keep &= (top_k[:, None] <= 0) | (ranks[None, :] < top_k[:, None])
         truncated = order.gather(-1, _inverse_cdf(ranked * keep, uniforms)[:, None])[:, 0]
         sampled = torch.where(truncates, truncated, sampled)
-    tokens = torch.where(temperature == 0, greedy, sampled)
-    return tokens, raw_logprobs.gather(-1, tokens[:, None])[:, 0]
+    return torch.where(temperature == 0, greedy, sampled)
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log π(token) of each row's ``tokens`` under the raw distribution of ``logits``
+    (temperature 1, no truncation, penalties or biases: what PPO's ratio needs, and what vLLM
+    reports by default, ``logprobs_mode="raw_logprobs"``)."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, None])[:, 0]
 
 
 def _inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -334,10 +351,13 @@ class PaddedKVLayer(DynamicLayer):
 
 
 class StopWatcher:
-    """Decodes a growing token sequence incrementally and reports the first stop string.
+    """Decodes a growing token sequence incrementally and reports the first stop string that
+    ends in the newly decoded text.
 
     Only the newly completed text is decoded each step (a two-token window), and only the tail
-    that could hold a match ending in it is searched, so a step costs O(stop length).
+    that could hold a match ending in it is searched, so a step costs O(stop length). A match
+    that ended in earlier text is not reported again (what lets ``min_tokens`` skip the stop
+    strings completed by a row's first tokens, as vLLM does).
     """
 
     def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
@@ -358,11 +378,13 @@ class StopWatcher:
         after = self._decode(self.ids[self._prefix :])
         if len(after) <= len(before) or after.endswith("\ufffd"):
             return None  # an incomplete UTF-8 sequence: wait for the rest of its bytes
-        start = max(0, len(self.text) - self.longest + 1)
+        old = len(self.text)
+        start = max(0, old - self.longest + 1)
         self.text += after[len(before) :]
         self._prefix, self._read = self._read, len(self.ids)
         tail = self.text[start:]
-        found = [(tail.find(s) + len(s), s) for s in self.stops if s in tail]
+        ends = [(tail.find(s, max(0, old - start - len(s) + 1)) + len(s), s) for s in self.stops]
+        found = [(end, s) for end, s in ends if end >= len(s)]
         return min(found)[1] if found else None
 
 
@@ -409,10 +431,16 @@ class _Row:
     finish: tuple[FinishReason, str | None] = ("length", None)
 
     def push(self, token: int, logprob: float, eos: bool) -> bool:
-        """Record a sampled token; return whether the row is finished (why: :attr:`finish`)."""
+        """Record a sampled token; return whether the row is finished (why: :attr:`finish`).
+
+        ``eos``: the token ends the row (an end-of-sequence token, or one of the extras'
+        ``stop_token_ids``). Stop strings are not checked while at most ``min_tokens`` tokens
+        are out (a match must end in the text of a later token, as in vLLM)."""
         self.tokens.append(token)
         self.logprobs.append(logprob)
         stop = self.watcher.push(token) if self.watcher.stops else None
+        if len(self.tokens) <= self.request.sampling.extras.min_tokens:
+            stop = None
         if eos:
             self.finish = ("eos", None)
         elif stop is not None:
@@ -429,6 +457,8 @@ class _Group:
     Row ``j`` of every cache layer holds ``pads[j]`` padding columns, then the row's own keys
     and values. ``tokens[j]`` is the row's last sampled token, fed at the next decode step at
     position ``positions[j]``; ``generated[j]`` counts its sampled tokens (its uniforms' key).
+    ``processor`` applies the rows' :class:`~agentenv.policies.base.SamplingExtras`; it is None
+    while every row's extras are neutral (plain sampling, at no extra cost).
     """
 
     rows: list[_Row]
@@ -441,6 +471,7 @@ class _Group:
     top_k: torch.Tensor
     seeds: np.ndarray
     generated: np.ndarray
+    processor: LogitsProcessor | None = None
 
     @property
     def width(self) -> int:
@@ -463,6 +494,10 @@ class _Group:
             self.top_p[index],
             self.top_k[index],
         )
+        if self.processor is not None:
+            self.processor.select(index)
+            if all(row.request.sampling.extras.neutral for row in self.rows):
+                self.processor = None
 
     def trim(self) -> None:
         """Drop the cache columns that are padding in every row."""
@@ -483,6 +518,9 @@ class _Group:
         """Append ``other``'s rows (both caches must have the same width)."""
         for mine, theirs in zip(_kv_layers(self.cache), _kv_layers(other.cache), strict=True):
             mine.extend(theirs)
+        self.processor = _join_processors(
+            self.processor, len(self.rows), other.processor, len(other.rows)
+        )
         self.rows = self.rows + other.rows
         self.pads = np.concatenate([self.pads, other.pads])
         self.seeds = np.concatenate([self.seeds, other.seeds])
@@ -492,6 +530,19 @@ class _Group:
         self.temperature = torch.cat([self.temperature, other.temperature])
         self.top_p = torch.cat([self.top_p, other.top_p])
         self.top_k = torch.cat([self.top_k, other.top_k])
+
+
+def _join_processors(
+    mine: LogitsProcessor | None, rows: int, theirs: LogitsProcessor | None, their_rows: int
+) -> LogitsProcessor | None:
+    """One processor for ``rows`` rows followed by ``their_rows`` rows (None if neither side
+    has one); a side without one holds neutral rows only and gets a neutral processor."""
+    if mine is None:
+        if theirs is None:
+            return None
+        mine = theirs.neutral(rows)
+    mine.extend(theirs if theirs is not None else mine.neutral(their_rows))
+    return mine
 
 
 def _kv_layers(cache: Cache) -> list[PaddedKVLayer]:
@@ -552,19 +603,41 @@ MAX_INDEX = 2**31 - 1
 """Largest ``top_k`` / ``max_tokens`` accepted: what a 32-bit index holds."""
 
 
-def check_sampling(sampling: SamplingParams) -> None:
+def check_sampling(sampling: SamplingParams, vocab_size: int = MAX_INDEX) -> None:
     """Raise ValueError naming the first out-of-range field of ``sampling`` (negative, NaN or
-    infinite numbers, ``top_k`` beyond a 32-bit index, stops that are not strings)."""
+    infinite numbers, ``top_k`` beyond a 32-bit index, stops that are not strings; in the
+    extras, a repetition penalty that is not positive, ``min_p`` outside [0, 1], ``min_tokens``
+    above ``max_tokens`` as vLLM refuses it, token ids outside ``[0, vocab_size)``)."""
+    extras = sampling.extras
     problems = {
         "max_tokens": not 0 <= sampling.max_tokens <= MAX_INDEX,
         "temperature": not (math.isfinite(sampling.temperature) and sampling.temperature >= 0),
         "top_p": not (math.isfinite(sampling.top_p) and 0 < sampling.top_p <= 1),
         "top_k": not 0 <= sampling.top_k <= MAX_INDEX,
         "stop": not all(isinstance(stop, str) for stop in sampling.stop),
+        "extras.presence_penalty": not math.isfinite(extras.presence_penalty),
+        "extras.frequency_penalty": not math.isfinite(extras.frequency_penalty),
+        "extras.repetition_penalty": not (
+            math.isfinite(extras.repetition_penalty) and extras.repetition_penalty > 0
+        ),
+        "extras.logit_bias": not all(
+            _is_token(token, vocab_size) and math.isfinite(bias)
+            for token, bias in extras.logit_bias
+        ),
+        "extras.min_p": not 0 <= extras.min_p <= 1,
+        "extras.min_tokens": not 0 <= extras.min_tokens <= sampling.max_tokens,
+        "extras.stop_token_ids": not all(
+            _is_token(token, vocab_size) for token in extras.stop_token_ids
+        ),
     }
     for name, bad in problems.items():
         if bad:
-            raise ValueError(f"SamplingParams.{name}={getattr(sampling, name)!r} is out of range")
+            value = attrgetter(name)(sampling)
+            raise ValueError(f"SamplingParams.{name}={value!r} is out of range")
+
+
+def _is_token(value: Any, vocab_size: int) -> bool:
+    return isinstance(value, int) and 0 <= value < vocab_size
 
 
 def default_device() -> str:
@@ -701,7 +774,7 @@ class HFPolicy:
         self, prompts: Sequence[Sequence[int]], sampling: SamplingParams
     ) -> list[_Request]:
         """Checked requests with their row seeds, for :meth:`submit` or :meth:`generate_batch`."""
-        check_sampling(sampling)
+        check_sampling(sampling, int(self.model.config.vocab_size))
         prompts = [self._check_prompt(p, i) for i, p in enumerate(prompts)]
         seeds = request_seeds(sampling.seed, len(prompts), self._rng)
         return [_Request(p, sampling, s) for p, s in zip(prompts, seeds, strict=True)]
@@ -988,8 +1061,22 @@ class HFPolicy:
             top_k=torch.tensor([s.top_k for s in sampling], device=device),
             seeds=np.array([row.request.seed for row in rows], dtype=np.uint64),
             generated=np.zeros(len(rows), dtype=np.int64),
+            processor=self._processor(rows, int(logits.shape[-1])),
         )
         return self._advance(group, logits)
+
+    def _processor(self, rows: list[_Row], vocab_size: int) -> LogitsProcessor | None:
+        """The logits processor of fresh ``rows``' extras; None if every row's are neutral."""
+        extras = [row.request.sampling.extras for row in rows]
+        if all(e.neutral for e in extras):
+            return None
+        return LogitsProcessor(
+            extras,
+            [row.request.prompt for row in rows],
+            vocab_size=vocab_size,
+            eos_token_ids=sorted(self.eos_token_ids),
+            device=self.device,
+        )
 
     def _new_cache(self) -> Cache:
         """An empty cache: :class:`PaddedKVLayer` layers, or the model's own dynamic layers for
@@ -1018,18 +1105,24 @@ class HFPolicy:
         return self._advance(group, logits)
 
     def _advance(self, group: _Group, logits: torch.Tensor) -> tuple[_Group | None, list[_Row]]:
-        """Sample every row's next token from ``logits`` (one row each); rows that finish
-        (eos, a stop string, their budget) leave the group and are returned."""
+        """Sample every row's next token from ``logits`` (one row each), processed by the
+        group's extras if any; its logprob is the raw one. Rows that finish (eos or a stop
+        token id, a stop string, their budget) leave the group and are returned."""
         uniforms = torch.from_numpy(row_uniforms(group.seeds, group.generated)).to(self.device)
-        chosen, chosen_lp = sample_tokens(
-            logits, group.temperature, group.top_p, group.top_k, uniforms
-        )
-        eos = torch.tensor(sorted(self.eos_token_ids), device=self.device)
-        is_eos = torch.isin(chosen, eos).tolist()
+        processor = group.processor
+        processed = logits if processor is None else processor(logits, group.temperature)
+        chosen = sample_tokens(processed, group.temperature, group.top_p, group.top_k, uniforms)
+        chosen_lp = token_logprobs(logits, chosen)
+        if processor is None:
+            eos = torch.tensor(sorted(self.eos_token_ids), device=self.device)
+            ends = torch.isin(chosen, eos).tolist()
+        else:
+            processor.push(chosen)
+            ends = processor.finished(chosen).tolist()
         group.tokens, group.generated = chosen, group.generated + 1
         self.stats.generated_tokens += len(group.rows)
-        steps = zip(group.rows, chosen.tolist(), chosen_lp.tolist(), is_eos, strict=True)
-        done = [row.push(token, lp, eos) for row, token, lp, eos in steps]
+        steps = zip(group.rows, chosen.tolist(), chosen_lp.tolist(), ends, strict=True)
+        done = [row.push(token, lp, end) for row, token, lp, end in steps]
         finished = [row for row, d in zip(group.rows, done, strict=True) if d]
         if not finished:
             return group, []

@@ -1,15 +1,17 @@
-"""Backend-neutral sampling pieces beyond :class:`~agentenv.policies.base.SamplingParams`.
+"""Backend-neutral sampling pieces beyond plain :class:`~agentenv.policies.base.SamplingParams`.
 
-:class:`SamplingExtras` holds vLLM's extra sampling knobs (penalties, ``logit_bias``, ``min_p``,
-``min_tokens``, ``ignore_eos``, ``stop_token_ids``) with vLLM's meaning. :class:`LogitsProcessor`
-applies them to the next-token logits of a generation batch, row by row, in vLLM's order:
+:class:`~agentenv.policies.base.SamplingExtras` (re-exported here) holds vLLM's extra sampling
+knobs (penalties, ``logit_bias``, ``min_p``, ``min_tokens``, ``ignore_eos``,
+``stop_token_ids``) with vLLM's meaning. :class:`LogitsProcessor` applies them to the
+next-token logits of a generation batch, row by row, in vLLM's order (vLLM v1's sampler):
 ``min_tokens`` masking and ``logit_bias``, then the repetition, frequency and presence
-penalties, then ``min_p`` (relative to the most likely token at the row's temperature).
-A sampling loop calls it on each step's logits before sampling, :meth:`LogitsProcessor.push`
-with the sampled tokens, :meth:`LogitsProcessor.select` when rows leave the batch,
-:meth:`LogitsProcessor.extend` when rows join it, and
-:meth:`LogitsProcessor.finished` to know which sampled tokens end their row. Reported logprobs
-stay those of the raw logits.
+penalties, then ``min_p`` (relative to the most likely token at the row's temperature, after
+which top-k/top-p apply). A sampling loop (:class:`~agentenv.policies.hf.HFPolicy`'s) calls it
+on each step's logits before sampling, :meth:`LogitsProcessor.push` with the sampled tokens,
+:meth:`LogitsProcessor.finished` to know which of them end their row,
+:meth:`LogitsProcessor.select` when rows leave the batch and :meth:`LogitsProcessor.extend`
+when rows join it. Reported logprobs stay those of the raw logits (vLLM's default
+``logprobs_mode="raw_logprobs"``).
 
 :func:`top_logprobs` gives the ``k`` most likely tokens at each position of a sequence under
 the raw distribution, teacher-forced (what the OpenAI ``logprobs``/``top_logprobs`` fields
@@ -20,49 +22,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from agentenv.policies.base import SamplingExtras
 
-@dataclass(frozen=True)
-class SamplingExtras:
-    """vLLM's extra sampling parameters; the defaults change nothing.
-
-    ``repetition_penalty`` (> 0) divides positive logits and multiplies negative ones of every
-    token seen in the prompt or the output; ``frequency_penalty`` subtracts its value times the
-    token's count in the output, ``presence_penalty`` its value once per token present there;
-    ``logit_bias`` adds a bias to a token's logit; ``min_p`` drops tokens less likely than
-    ``min_p`` times the most likely one; ``min_tokens`` forbids end-of-sequence and
-    ``stop_token_ids`` until that many tokens are out; ``ignore_eos`` keeps generating past an
-    end-of-sequence token; ``stop_token_ids`` end the row (the token is kept in the output).
-    """
-
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    logit_bias: tuple[tuple[int, float], ...] = ()
-    min_p: float = 0.0
-    min_tokens: int = 0
-    ignore_eos: bool = False
-    stop_token_ids: tuple[int, ...] = ()
-
-    def changed(self) -> list[str]:
-        """The names of the fields that differ from their defaults."""
-        default = SamplingExtras()
-        return [
-            name
-            for name in self.__dataclass_fields__
-            if getattr(self, name) != getattr(default, name)
-        ]
+__all__ = ["LogitsProcessor", "SamplingExtras", "top_logprobs"]
 
 
 class LogitsProcessor:
     """:class:`SamplingExtras` of the rows of one generation batch, applied to its logits.
 
     ``prompts`` are the rows' prompt ids (the repetition penalty counts them), ``eos_token_ids``
-    the model's end-of-sequence ids; tensors live on ``device``.
+    the model's end-of-sequence ids (those outside the vocabulary, never sampled, are ignored);
+    tensors live on ``device``. Every operation is row-wise
+    and exact for neutral rows (adding 0, dividing by 1), so a row's processed logits do not
+    depend on its batch-mates, and a neutral row's are its raw logits.
     """
 
     def __init__(
@@ -75,9 +51,9 @@ class LogitsProcessor:
         device: torch.device | str = "cpu",
     ) -> None:
         rows = len(extras)
-        self.extras = list(extras)
         self.vocab_size = vocab_size
-        self.eos = torch.tensor(sorted(eos_token_ids), dtype=torch.long, device=device)
+        self.eos_token_ids = tuple(sorted(t for t in eos_token_ids if 0 <= t < vocab_size))
+        self.device = torch.device(device)
         self.presence = _column([e.presence_penalty for e in extras], device)
         self.frequency = _column([e.frequency_penalty for e in extras], device)
         self.repetition = _column([e.repetition_penalty for e in extras], device)
@@ -85,16 +61,30 @@ class LogitsProcessor:
         self.min_tokens = torch.tensor([e.min_tokens for e in extras], device=device)
         self.bias = torch.zeros(rows, vocab_size, device=device)
         self.banned_early = torch.zeros(rows, vocab_size, dtype=torch.bool, device=device)
+        self.ends = torch.zeros(rows, vocab_size, dtype=torch.bool, device=device)
         for row, extra in enumerate(extras):
             for token, value in extra.logit_bias:
                 self.bias[row, token] += value
-            early = [*extra.stop_token_ids, *([] if extra.ignore_eos else eos_token_ids)]
-            self.banned_early[row, early] = True
+            self.banned_early[row, [*extra.stop_token_ids, *self.eos_token_ids]] = True
+            eos = () if extra.ignore_eos else self.eos_token_ids
+            self.ends[row, [*extra.stop_token_ids, *eos]] = True
         self.seen = torch.zeros(rows, vocab_size, dtype=torch.bool, device=device)
         for row, prompt in enumerate(prompts):
             self.seen[row, list(prompt)] = True
         self.counts = torch.zeros(rows, vocab_size, device=device)
         self.generated = torch.zeros(rows, dtype=torch.long, device=device)
+
+    def neutral(self, rows: int) -> LogitsProcessor:
+        """A processor of ``rows`` rows with neutral extras (on this one's vocabulary, eos ids
+        and device), for rows without extras that join, or are joined by, rows with them. It
+        records no history: neutral rows need none."""
+        return LogitsProcessor(
+            [SamplingExtras()] * rows,
+            [()] * rows,
+            vocab_size=self.vocab_size,
+            eos_token_ids=self.eos_token_ids,
+            device=self.device,
+        )
 
     def __call__(self, logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         """The processed float32 logits of this step (``temperature`` per row; 0: greedy)."""
@@ -118,31 +108,26 @@ class LogitsProcessor:
         self.counts[torch.arange(len(tokens), device=tokens.device), tokens] += 1
         self.generated += 1
 
-    def finished(self, tokens: torch.Tensor) -> list[bool]:
-        """Whether each row's just-pushed token ends it: a stop token id, or an end-of-sequence
-        token where ``ignore_eos`` is off (``min_tokens`` already kept both out until due)."""
-        out = []
-        for extra, token in zip(self.extras, tokens.tolist(), strict=True):
-            eos = not extra.ignore_eos and token in self.eos.tolist()
-            out.append(eos or token in extra.stop_token_ids)
-        return out
+    def finished(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Whether each row's just-pushed token ends it (bool per row): a stop token id, or an
+        end-of-sequence token where ``ignore_eos`` is off (``min_tokens`` already kept both out
+        until due)."""
+        return self.ends[torch.arange(len(tokens), device=tokens.device), tokens]
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only rows ``keep`` (indices into the current rows), as the batch drops rows."""
-        self.extras = [self.extras[i] for i in keep.tolist()]
         for name in _ROW_STATE:
             setattr(self, name, getattr(self, name)[keep])
 
     def extend(self, other: LogitsProcessor) -> None:
         """Append ``other``'s rows (with their state), as rows join a running batch."""
-        self.extras = self.extras + other.extras
         for name in _ROW_STATE:
             setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
 
 
 _ROW_STATE = (
     "presence", "frequency", "repetition", "min_p", "min_tokens",
-    "bias", "banned_early", "seen", "counts", "generated",
+    "bias", "banned_early", "ends", "seen", "counts", "generated",
 )  # fmt: skip
 """The per-row tensors of a :class:`LogitsProcessor`."""
 

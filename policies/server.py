@@ -27,9 +27,10 @@ Requests from many clients are coalesced into shared batches by the policy. Ever
 validated before it reaches the batcher (field bounds, then
 :func:`~agentenv.policies.hf.check_sampling`, prompt token ids and lengths, and the caps below),
 so a bad request gets its own HTTP 400 naming the field and never fails the requests batched
-with it. A field the schema does not know, and a value the sampling loop cannot honour yet
-(:data:`~agentenv.policies.api.BACKEND_FIELDS`: penalties, ``logit_bias``, ``min_p``,
-``min_tokens``, ``ignore_eos``), is a 400 naming it: nothing is silently ignored. Caps (:func:`create_app` knobs): ``max_body_bytes`` (:data:`MAX_BODY_BYTES`, HTTP 413
+with it. A field the schema does not know is a 400 naming it: nothing is silently ignored;
+vLLM's penalties, ``logit_bias``, ``min_p``, ``min_tokens`` and ``ignore_eos`` are applied by the
+backend's sampling loop (:mod:`agentenv.policies.sampling`). Caps (:func:`create_app` knobs):
+``max_body_bytes`` (:data:`MAX_BODY_BYTES`, HTTP 413
 before parsing), ``max_rows`` (prompts x ``n``, :data:`MAX_ROWS`); a prompt is at most the
 model's ``max_position_embeddings`` tokens (fewer to generate, that many to echo-score), and
 ``stop`` holds at most :data:`~agentenv.policies.api.MAX_STOPS` strings of

@@ -10,9 +10,13 @@ import pytest
 import torch
 
 from agentenv.policies import Policy, SamplingParams
-from agentenv.policies.hf import HFPolicy, StopWatcher, sample_tokens
+from agentenv.policies.base import SamplingExtras
+from agentenv.policies.hf import HFPolicy, StopWatcher, sample_tokens, token_logprobs
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0)
+PENALISED = SamplingExtras(
+    frequency_penalty=1.0, repetition_penalty=1.3, min_p=0.02, logit_bias=((5, 2.0),), min_tokens=3
+)
 
 
 @pytest.fixture
@@ -75,19 +79,23 @@ async def test_seeds_reproduce_and_differ(policy, chat_prompts):
     assert same_prompt[0].token_ids != same_prompt[1].token_ids
 
 
-def test_a_row_does_not_depend_on_its_batch_mates(policy, chat_prompts):
-    """A seeded row alone and among rows of other lengths and sampling settings: same bits."""
+@pytest.mark.parametrize("extras", [SamplingExtras(), PENALISED], ids=["plain", "penalised"])
+def test_a_row_does_not_depend_on_its_batch_mates(policy, chat_prompts, extras):
+    """A seeded row alone and among rows of other lengths and sampling settings (extras
+    included): same bits. A plain row batched with penalised ones, and a penalised row with
+    plain ones, sample as they would alone."""
     assert policy.batch_invariant  # the default on CPU
     target = chat_prompts(1)
-    mates = [p + p[1:] * (i % 3) for i, p in enumerate(chat_prompts(6)[1:])]
-    sampling = SamplingParams(max_tokens=20, seed=9)
+    mates = [p + p[1:] * (i % 4) for i, p in enumerate(chat_prompts(8)[1:])]
+    sampling = SamplingParams(max_tokens=20, seed=9, extras=extras)
     (alone,) = policy.generate_batch(policy.make_requests(target, sampling))
     settings = (
         SamplingParams(max_tokens=8, temperature=0.7, top_p=0.8, seed=1),
         SamplingParams(max_tokens=30, top_k=5, seed=2),
         SamplingParams(max_tokens=3, temperature=0.0),
+        SamplingParams(max_tokens=12, seed=3, extras=SamplingExtras(presence_penalty=1.5)),
     )
-    crowd = [r for i, m in enumerate(mates) for r in policy.make_requests([m], settings[i % 3])]
+    crowd = [r for i, m in enumerate(mates) for r in policy.make_requests([m], settings[i % 4])]
     for batch in (crowd[:2], crowd, crowd[::-1]):
         requests = [*batch[: len(batch) // 2], *policy.make_requests(target, sampling)]
         requests += batch[len(batch) // 2 :]
@@ -141,6 +149,63 @@ async def test_stop_string_ends_at_the_completing_token(policy, tokenizer, chat_
     assert stopped.stop_string == stop
     assert stopped.token_ids == ids[:expected]
     assert stop in stopped.text
+
+
+async def test_extras_change_sampling_and_raw_logprobs_stay(policy, chat_prompts):
+    """A penalised row samples differently from a plain one with the same seed; its logprobs
+    are still the raw teacher-forced ones (vLLM's default)."""
+    prompts = chat_prompts(2)
+    plain = await policy.generate(prompts, SamplingParams(max_tokens=20, seed=9))
+    penalised = await policy.generate(
+        prompts, SamplingParams(max_tokens=20, seed=9, extras=PENALISED)
+    )
+    assert [c.token_ids for c in plain] != [c.token_ids for c in penalised]
+    scores = await policy.score(prompts, [c.token_ids for c in penalised])
+    for completion, score in zip(penalised, scores, strict=True):
+        np.testing.assert_allclose(completion.logprobs, score, atol=1e-4)
+
+
+async def test_min_tokens_skips_stop_strings_completed_before_it(policy, tokenizer, chat_prompts):
+    """As in vLLM, a stop string counts only if it ends in the text of a token after the
+    first ``min_tokens``: a forced "aaaa..." with stop "aa" ends at token 2, or at token
+    ``min_tokens + 1``."""
+    (token,) = tokenizer.encode("a", add_special_tokens=False)
+    forced = SamplingExtras(logit_bias=((token, 100.0),))
+    prompt = chat_prompts(1)
+    for min_tokens, length in ((0, 2), (1, 2), (5, 6)):
+        extras = SamplingExtras(logit_bias=forced.logit_bias, min_tokens=min_tokens)
+        sampling = SamplingParams(max_tokens=20, temperature=0.0, stop=("aa",), extras=extras)
+        (completion,) = await policy.generate(prompt, sampling)
+        assert completion.token_ids == [token] * length
+        assert (completion.finish_reason, completion.stop_string) == ("stop", "aa")
+
+
+async def test_stop_token_ids_and_ignore_eos_end_rows(policy, chat_prompts):
+    prompt = chat_prompts(1)
+    (free,) = await policy.generate(prompt, SamplingParams(max_tokens=20, seed=4))
+    stop = free.token_ids[5]
+    stopped_sampling = SamplingParams(
+        max_tokens=20, seed=4, extras=SamplingExtras(stop_token_ids=(stop,))
+    )
+    (stopped,) = await policy.generate(prompt, stopped_sampling)
+    assert stopped.token_ids == free.token_ids[: free.token_ids.index(stop) + 1]
+    assert stopped.finish_reason == "eos"
+    (eos,) = policy.eos_token_ids
+    endless = SamplingExtras(logit_bias=((eos, 100.0),), ignore_eos=True)
+    (long_,) = await policy.generate(prompt, SamplingParams(max_tokens=7, extras=endless))
+    assert long_.token_ids == [eos] * 7 and long_.finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("repetition_penalty", 0.0), ("min_p", 1.5), ("min_tokens", 30),
+     ("logit_bias", ((10**6, 1.0),)), ("stop_token_ids", (-1,)),
+     ("frequency_penalty", math.nan)],
+)  # fmt: skip
+async def test_out_of_range_extras_are_refused_naming_the_field(policy, field, value):
+    extras = SamplingExtras(**{field: value})
+    with pytest.raises(ValueError, match=f"SamplingParams.extras.{field}="):
+        await policy.generate([[1]], SamplingParams(max_tokens=20, extras=extras))
 
 
 async def test_eos_and_length_finish_rows_exactly(policy, chat_prompts):
@@ -215,8 +280,8 @@ def test_a_row_samples_the_same_token_whatever_its_neighbours_truncate():
     logits = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]] * 2))
     uniforms = torch.full((2,), 0.05)
     ones, zeros = torch.ones(2), torch.zeros(2, dtype=torch.long)
-    plain, _ = sample_tokens(logits, ones, torch.ones(2), zeros, uniforms)
-    mixed, _ = sample_tokens(logits, ones, torch.tensor([1.0, 0.5]), zeros, uniforms)
+    plain = sample_tokens(logits, ones, torch.ones(2), zeros, uniforms)
+    mixed = sample_tokens(logits, ones, torch.tensor([1.0, 0.5]), zeros, uniforms)
     assert plain[0] == mixed[0] == 0  # inverse CDF in vocabulary order
     assert mixed[1] == 3  # the truncated row samples from the sorted head
 
@@ -233,11 +298,11 @@ def test_sampling_respects_top_k_and_top_p():
     ):
         seen = set()
         for u in uniforms:
-            tokens, lps = sample_tokens(
+            tokens = sample_tokens(
                 logits, temperature, torch.full((3,), top_p), torch.full((3,), top_k), u.repeat(3)
             )
             seen.update(tokens.tolist())
-            np.testing.assert_allclose(lps, logits[0, tokens], atol=1e-6)
+            np.testing.assert_allclose(token_logprobs(logits, tokens), logits[0, tokens], atol=1e-6)
         assert seen == allowed, (top_p, top_k)
 
 

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from agentenv.policies import SamplingParams
+from agentenv.policies.base import SamplingExtras
 from agentenv.policies.hf import HFPolicy, PaddedKVLayer
 
 pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning", "error::FutureWarning")
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0)
+PENALISED = SamplingExtras(frequency_penalty=1.0, repetition_penalty=1.3, min_p=0.02, min_tokens=3)
 
 
 def make_policy(tiny_path, **kwargs) -> HFPolicy:
@@ -96,26 +98,55 @@ async def test_a_request_submitted_mid_flight_joins_the_running_batch(no_eos, ch
     assert len(long_completion.token_ids) == 300
 
 
+@pytest.mark.parametrize("extras", [SamplingExtras(), PENALISED], ids=["plain", "penalised"])
 @pytest.mark.parametrize("join_after", [0, 3, 17])
-async def test_seeded_rows_do_not_depend_on_who_shared_the_batch(policy, chat_prompts, join_after):
+async def test_seeded_rows_do_not_depend_on_who_shared_the_batch(
+    policy, chat_prompts, join_after, extras
+):
     """A seeded request alone, and joining at different points a batch of rows of other prompt
-    lengths, settings and budgets: the same tokens and logprobs, bit for bit."""
+    lengths, settings, extras and budgets: the same tokens and logprobs, bit for bit."""
     target = chat_prompts(1)[0]
-    sampling = SamplingParams(max_tokens=20, top_p=0.9, seed=9)
+    sampling = SamplingParams(max_tokens=20, top_p=0.9, seed=9, extras=extras)
     (alone,) = await policy.generate([target], sampling)
     settings = (
         SamplingParams(max_tokens=40, temperature=0.7, top_p=0.8, seed=1),
         SamplingParams(max_tokens=60, top_k=5, seed=2),
         SamplingParams(max_tokens=5, temperature=0.0),
+        SamplingParams(max_tokens=12, seed=3, extras=SamplingExtras(presence_penalty=1.5)),
     )
     mates = [
-        one(policy, p + p[1:] * (i % 3), settings[i % 3]) for i, p in enumerate(chat_prompts(7)[1:])
+        one(policy, p + p[1:] * (i % 3), settings[i % 4]) for i, p in enumerate(chat_prompts(9)[1:])
     ]
     await until_decoding(policy, join_after)
     (together,) = await policy.generate([target], sampling)
     await asyncio.gather(*mates)
     assert together.token_ids == alone.token_ids
     assert together.logprobs == alone.logprobs
+
+
+async def test_the_logits_processor_follows_rows_that_join_and_leave(no_eos, chat_prompts):
+    """Rows with extras join a running batch without them and leave it, plain rows join rows
+    with extras: every row samples as it would alone, bit for bit (the processor is built for
+    the joining rows, neutral rows get a neutral one, and it is dropped when no row needs it)."""
+    policy = no_eos
+    prompts = chat_prompts(4)
+    plain = SamplingParams(max_tokens=40, seed=1)
+    penalised = SamplingParams(max_tokens=10, seed=2, extras=PENALISED)
+    late = (SamplingParams(max_tokens=8, seed=3), SamplingParams(max_tokens=30, seed=4))
+    requests = [(prompts[0], plain), (prompts[1], penalised), (prompts[2], late[0])]
+    requests.append((prompts[3], late[1]))
+    alone = [(await policy.generate([p], s))[0] for p, s in requests]
+    policy.reset_stats()
+    first = one(policy, *requests[0])
+    await until_decoding(policy, 3)
+    second = one(policy, *requests[1])  # extras join plain rows
+    await until_decoding(policy, 6)
+    third = one(policy, *requests[2])  # a plain row joins rows with extras
+    await second
+    fourth = one(policy, *requests[3])  # after the rows with extras left
+    together = [(await task)[0] for task in (first, second, third, fourth)]
+    for row, single in zip(together, alone, strict=True):
+        assert row.token_ids == single.token_ids and row.logprobs == single.logprobs
 
 
 async def test_greedy_equals_transformers_generate(policy, chat_prompts):

@@ -1,10 +1,12 @@
 """serve-policy's parity with vLLM's OpenAI server, driven by the official openai client:
 streaming (SSE) for completions and chat, stop_token_ids, skip_special_tokens, top logprobs,
-GET /v1/models/{id}, and a 400 naming every field it cannot honour or does not know."""
+vLLM's extra sampling fields (penalties, logit_bias, min_p, min_tokens, ignore_eos) with their
+effect, GET /v1/models/{id}, and a 400 naming every field it does not know."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import httpx
 import openai
@@ -15,6 +17,7 @@ from agentenv.launch import LocalServer
 FACTORY = "agentenv.policies.server:create_app_from_spec"
 CHAT = [{"role": "user", "content": "Who wrote book 7?"}]
 PROMPT = [5, 17, 99, 230, 41]
+EOS = 2
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +35,10 @@ def client(server):
 def greedy(client, **kwargs):
     body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 12, "temperature": 0, **kwargs}
     return client.completions.create(**body)
+
+
+def ids(response) -> list[list[int]]:
+    return [choice.model_extra["token_ids"] for choice in response.choices]
 
 
 def test_streamed_completion_adds_up_to_the_whole_one(client):
@@ -167,25 +174,97 @@ def test_get_model_by_id(server, client):
     assert set(error) == {"message", "type", "param", "code"} and "gpt-nope" in error["message"]
 
 
+def test_logit_bias_minus_100_bans_a_token_and_plus_100_forces_it(client):
+    (plain,) = ids(greedy(client))
+    banned = plain[0]
+    (without,) = ids(greedy(client, logit_bias={str(banned): -100}))
+    assert banned not in without
+    (forced,) = ids(greedy(client, logit_bias={"77": 100}, max_tokens=5))
+    assert forced == [77] * 5
+    # values are clamped to [-100, 100], as vLLM does
+    assert ids(greedy(client, extra_body={"logit_bias": {"77": 1e6}}, max_tokens=5)) == [forced]
+
+
+def test_min_tokens_delays_eos(client):
+    eager = greedy(client, logit_bias={str(EOS): 100})
+    assert ids(eager) == [[EOS]] and eager.choices[0].finish_reason == "stop"
+    (delayed,) = greedy(client, logit_bias={str(EOS): 100}, extra_body={"min_tokens": 4}).choices
+    tokens = delayed.model_extra["token_ids"]
+    assert len(tokens) == 5 and tokens[-1] == EOS and EOS not in tokens[:-1]
+    assert delayed.finish_reason == "stop" and delayed.model_extra["stop_reason"] is None
+
+
+def test_ignore_eos_runs_to_max_tokens(client):
+    (choice,) = greedy(client, logit_bias={str(EOS): 100}, extra_body={"ignore_eos": True}).choices
+    assert choice.model_extra["token_ids"] == [EOS] * 12 and choice.finish_reason == "length"
+    assert choice.model_extra["stop_reason"] is None
+
+
+def test_stop_token_ids_stop_after_min_tokens(client):
+    body = {"logit_bias": {"77": 100}}
+    extra = {"stop_token_ids": [77], "min_tokens": 3}
+    (choice,) = greedy(client, **body, extra_body=extra).choices
+    tokens = choice.model_extra["token_ids"]
+    assert len(tokens) == 4 and tokens[-1] == 77 and 77 not in tokens[:-1]  # banned until due
+    assert choice.finish_reason == "stop" and choice.model_extra["stop_reason"] == 77
+    (first,) = greedy(client, **body, extra_body={"stop_token_ids": [77]}).choices
+    assert first.model_extra["token_ids"] == [77]
+
+
+def test_min_p_samples_only_tokens_near_the_most_likely(client):
+    """Every sampled token's raw probability is at least ``min_p`` times the top one's (at
+    temperature 1); plain sampling from the same seeds strays below."""
+
+    def ratios(**extra) -> list[float]:
+        response = greedy(
+            client, temperature=1.0, seed=5, n=4, max_tokens=16, logprobs=1, extra_body=extra
+        )
+        return [
+            math.exp(chosen - max(top.values()))
+            for choice in response.choices
+            for chosen, top in zip(
+                choice.logprobs.token_logprobs, choice.logprobs.top_logprobs, strict=True
+            )
+        ]
+
+    assert min(ratios()) < 0.3
+    assert min(ratios(min_p=0.3)) >= 0.3 - 1e-4
+
+
 @pytest.mark.parametrize(
-    ("field", "value"),
+    "penalty",
     [
-        ("presence_penalty", 0.5),
-        ("frequency_penalty", -0.5),
-        ("repetition_penalty", 1.2),
-        ("logit_bias", {"5": -100}),
-        ("min_p", 0.1),
-        ("min_tokens", 3),
-        ("ignore_eos", True),
+        {"frequency_penalty": 2.0},
+        {"presence_penalty": 2.0},
+        {"extra_body": {"repetition_penalty": 3.0}},
     ],
 )
-def test_fields_the_backend_cannot_honour_get_a_400_naming_them(client, field, value):
+def test_penalties_change_seeded_samples_deterministically_with_fewer_repeats(client, penalty):
+    """What the reference loop of test_server_sampling.py says: a penalty changes the seeded
+    samples, reproducibly, towards fewer repeated tokens; greedy decoding (the tiny model
+    repeats one token) is pushed off its repeats."""
+    sampled = {"temperature": 1.0, "seed": 3, "max_tokens": 24}
+    plain = ids(greedy(client, **sampled))
+    penalised = ids(greedy(client, **sampled, **penalty))
+    assert penalised == ids(greedy(client, **sampled, **penalty)) != plain
+    assert len(set(penalised[0])) >= len(set(plain[0]))
+    (repeats,) = ids(greedy(client))
+    (varied,) = ids(greedy(client, **penalty))
+    assert len(set(repeats)) == 1 < len(set(varied))
+
+
+def test_chat_applies_the_extra_fields_too(client):
+    body = {"model": "tiny", "messages": CHAT, "max_tokens": 6, "temperature": 0}
+    (choice,) = client.chat.completions.create(
+        **body, logit_bias={str(EOS): 100}, extra_body={"ignore_eos": True}
+    ).choices
+    assert choice.model_extra["token_ids"] == [EOS] * 6 and choice.finish_reason == "length"
+
+
+def test_min_tokens_above_max_tokens_is_a_400(client):
     with pytest.raises(openai.BadRequestError) as error:
-        greedy(client, extra_body={field: value})
-    assert error.value.body["param"] == field and field in error.value.body["message"]
-    with pytest.raises(openai.BadRequestError) as error:
-        client.chat.completions.create(model="tiny", messages=CHAT, extra_body={field: value})
-    assert error.value.body["param"] == field
+        greedy(client, max_tokens=2, extra_body={"min_tokens": 3})
+    assert error.value.body["param"] == "min_tokens"
 
 
 def test_neutral_values_are_accepted_and_change_nothing(client):

@@ -1,8 +1,9 @@
-"""policies/sampling.py: vLLM's extra sampling knobs as a logits processor (what serve-policy
-will pass through once HFPolicy's sampling loop calls it), and teacher-forced top logprobs.
+"""policies/sampling.py: vLLM's extra sampling knobs as a logits processor (what HFPolicy's
+sampling loop runs and serve-policy passes through), and teacher-forced top logprobs.
 
-``generate`` below is the loop HFPolicy would run: processed logits go to ``sample_tokens``,
-every sampled token is pushed, and ``finished`` says which rows end."""
+``generate`` below is the reference loop, one row without a KV cache: processed logits go to
+``sample_tokens``, every sampled token is pushed, and ``finished`` says which rows end.
+HFPolicy, with its cache, batching and raw logprobs, must sample the same tokens."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from agentenv.policies.hf import request_seeds, row_uniforms, sample_tokens
+from agentenv.policies import SamplingParams
+from agentenv.policies.hf import HFPolicy, request_seeds, row_uniforms, sample_tokens
 from agentenv.policies.sampling import LogitsProcessor, SamplingExtras, top_logprobs
 
 PROMPT = [5, 17, 99, 230, 41]
@@ -23,6 +25,13 @@ EOS = 2
 @pytest.fixture(scope="module")
 def model(tiny_path):
     return AutoModelForCausalLM.from_pretrained(tiny_path).eval()
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_path):
+    p = HFPolicy.from_pretrained(tiny_path, device="cpu", max_wait_ms=0)
+    yield p
+    p.close()
 
 
 @torch.inference_mode()
@@ -38,7 +47,7 @@ def generate(
     for step in range(max_tokens):
         logits = model(input_ids=torch.tensor([ids])).logits[:, -1]
         uniforms = torch.from_numpy(row_uniforms(seeds, np.array([step])))
-        token, _ = sample_tokens(processor(logits, temp), temp, top_p, top_k, uniforms)
+        token = sample_tokens(processor(logits, temp), temp, top_p, top_k, uniforms)
         processor.push(token)
         out.append(int(token))
         ids.append(int(token))
@@ -89,6 +98,50 @@ def test_penalties_change_seeded_samples_deterministically(model, extras):
     assert len(set(penalised)) >= len(set(plain))  # fewer repeats
 
 
+def test_min_p_samples_only_tokens_near_the_most_likely(model):
+    def ratios(extras: SamplingExtras) -> np.ndarray:
+        """Each sampled token's probability over the most likely one's (raw distribution)."""
+        out = generate(model, extras, max_tokens=24, temperature=1.0, seed=5)
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([[*PROMPT, *out]])).logits[0, len(PROMPT) - 1 :]
+        logprobs = torch.log_softmax(logits[:-1].float(), dim=-1)
+        chosen = logprobs.gather(-1, torch.tensor(out)[:, None])[:, 0]
+        return (chosen - logprobs.max(dim=-1).values).exp().numpy()
+
+    assert ratios(SamplingExtras()).min() < 0.3  # plain sampling strays from the top
+    assert ratios(SamplingExtras(min_p=0.3)).min() >= 0.3 - 1e-5
+
+
+CASES = [
+    (SamplingExtras(), 1.0),
+    (SamplingExtras(logit_bias=((41, -100.0), (7, 3.0))), 0.0),
+    (SamplingExtras(logit_bias=((EOS, 100.0),), min_tokens=4), 0.0),
+    (SamplingExtras(logit_bias=((EOS, 100.0),), ignore_eos=True), 0.0),
+    (SamplingExtras(logit_bias=((77, 4.0),), stop_token_ids=(77,)), 1.0),
+    (SamplingExtras(logit_bias=((77, 100.0),), stop_token_ids=(77,), min_tokens=3), 1.0),
+    (SamplingExtras(frequency_penalty=2.0), 1.0),
+    (SamplingExtras(presence_penalty=2.0), 1.0),
+    (SamplingExtras(repetition_penalty=3.0), 0.0),
+    (SamplingExtras(min_p=0.2), 1.0),
+    (SamplingExtras(min_p=0.05, frequency_penalty=0.5, repetition_penalty=1.5, min_tokens=3), 0.8),
+]
+
+
+@pytest.mark.parametrize(("extras", "temperature"), CASES)
+async def test_hf_policy_samples_as_the_reference_loop(model, policy, extras, temperature):
+    """HFPolicy (KV cache, batched sampling, processor state across steps) gives the reference
+    loop's tokens; its logprobs are the raw teacher-forced ones, whatever the extras."""
+    expected = generate(model, extras, max_tokens=24, temperature=temperature, seed=3)
+    sampling = SamplingParams(max_tokens=24, temperature=temperature, seed=3, extras=extras)
+    (completion,) = await policy.generate([PROMPT], sampling)
+    assert completion.token_ids == expected
+    last = expected[-1]
+    stopped = last in extras.stop_token_ids or (last == EOS and not extras.ignore_eos)
+    assert completion.finish_reason == ("eos" if stopped else "length")
+    (raw,) = await policy.score([PROMPT], [expected])
+    np.testing.assert_allclose(completion.logprobs, raw, atol=1e-4)
+
+
 def test_processor_arithmetic():
     logits = torch.tensor([[2.0, -2.0, 1.0, 0.5]])
     rep = LogitsProcessor(
@@ -122,13 +175,13 @@ def test_select_keeps_the_state_of_the_remaining_rows():
     assert out[0, 3] == -math.inf and out[0, 1] == 0.0  # row 1: eos banned, no penalty
     processor.push(torch.tensor([0]))
     assert torch.isfinite(processor(torch.zeros(1, 4), torch.tensor([1.0]))).all()
-    assert processor.finished(torch.tensor([3])) == [True]
+    assert processor.finished(torch.tensor([3])).tolist() == [True]
     joining = LogitsProcessor(
         [SamplingExtras(logit_bias=((0, 5.0),))], [[]], vocab_size=4, eos_token_ids=[3]
     )
     processor.extend(joining)
     assert processor(torch.zeros(2, 4), torch.tensor([1.0, 1.0]))[:, 0].tolist() == [0.0, 5.0]
-    assert SamplingExtras(min_p=0.1, ignore_eos=True).changed() == ["min_p", "ignore_eos"]
+    assert SamplingExtras().neutral and not SamplingExtras(ignore_eos=True).neutral
 
 
 def test_top_logprobs_are_the_teacher_forced_distribution(model):

@@ -179,8 +179,9 @@ class Sandbox(abc.ABC):
         """A new, not yet started sandbox of ``backend`` (see :func:`backends`).
 
         ``options`` go to the backend: ``root`` (host folder of workspaces), ``workdir``, ``env``
-        (extra environment variables); bwrap: ``ro_binds`` (host paths shown read-only); docker:
-        ``image``.
+        (extra environment variables); bwrap: ``ro_binds`` (host paths shown read-only); docker
+        and podman: ``image``, and ``workspace="image"`` to make the image's own ``workdir`` (say
+        ``/testbed``) the writable workspace instead of a fresh tmpfs.
         """
         if backend not in Sandbox._backends:
             hint = " (no isolation: name it 'unsafe-local' to opt in)" if backend == "local" else ""

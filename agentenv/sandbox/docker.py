@@ -1,44 +1,63 @@
 """The ``docker`` and ``podman`` backends: one container per sandbox, driven by the ``docker`` SDK.
 
 Install with ``pip install 'rl-agentenv[docker]'``; podman serves the same API on its socket
-(``podman system service``). The container runs as ``nobody`` (65534) with the network disabled,
-a memory cap (``Limits.address_space``, no swap), ``pids_limit`` (``Limits.processes``), a
-read-only root, size-capped tmpfs at ``/tmp``, ``/dev/shm`` and the workspace (``Limits.disk``),
-all capabilities dropped, ``no-new-privileges``, and the CPU, file-size and open-file rlimits.
+(``podman system service``). The container runs with the network disabled, a memory cap
+(``Limits.address_space``, no swap), ``pids_limit`` (``Limits.processes``), a read-only root,
+size-capped tmpfs at ``/tmp`` and ``/dev/shm``, all capabilities dropped, ``no-new-privileges``,
+and the CPU, file-size and open-file rlimits. Its workspace (``workdir``) is one of:
 
-Its main process waits on stdin, which the engine closes when this process's attach socket goes
-(``stdin_once``): if the host process dies the container stops, killing every process in it.
-Each command runs under ``timeout`` in the container; after each one, every process of the
-sandbox user is killed (so nothing outlives its command, as with bwrap).
+- ``workspace="tmpfs"`` (the default): a fresh tmpfs of ``Limits.disk`` at ``workdir``
+  (``/workspace``); commands run as ``nobody`` (65534).
+- ``workspace="image"``: a named volume of this sandbox at ``workdir`` (``/testbed`` for
+  SWE-bench images), which the engine fills with the image's content at that path when the
+  container is created; commands run as root (uid 0, no capabilities), as the image's files are
+  root-owned, with ``HOME=/tmp``. ``Limits.disk`` does not bind the volume (only
+  ``Limits.file_size`` per file). The volume is removed with the container.
+
+Its main process (:data:`MAIN_USER`, a uid of its own) waits on stdin, which the engine closes
+when this process's attach socket goes (``stdin_once``): if the host process dies the container
+stops, killing every process in it. Each command runs under ``timeout`` in the container; after
+each one, every process of the command's user is killed (so nothing outlives its command, as
+with bwrap); without ``CAP_KILL`` that ``kill -9 -1`` reaches only the command's own uid, never
+the main process (were it the same uid, the first command's cleanup would stop the container).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import os
+import secrets
 import shutil
 import tarfile
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from agentenv.sandbox.base import Limits, OutputCapture, RunResult, Sandbox, SandboxError
 
 try:
     import docker
     import docker.errors
-    import docker.types
 except ImportError:  # the optional extra
     docker = None
+
+Workspace = Literal["tmpfs", "image"]
 
 DEFAULT_IMAGE = "python:3.11-slim"
 WORKDIR = "/workspace"
 USER = "65534:65534"
+ROOT = "0:0"
+MAIN_USER = "65533:65533"
+"""The container's own processes: a uid no command runs as, so a command's ``kill -9 -1`` (and
+the cleanup after it) cannot reach them."""
 LABEL = "agentenv.sandbox.owner"
-ENV = {"HOME": WORKDIR, "LANG": "C.UTF-8", "PAGER": "cat", "PIP_PROGRESS_BAR": "off"}
+ENV = {"LANG": "C.UTF-8", "PAGER": "cat", "PIP_PROGRESS_BAR": "off"}
+MAIN = ["sh", "-c", "cat > /dev/null"]
+"""The container's main process: it waits until the engine closes its stdin."""
 
 
 def podman_url() -> str:
@@ -73,8 +92,61 @@ def unavailable(backend: str = "docker") -> str | None:
     return None
 
 
+def container_config(
+    image: str,
+    workdir: str,
+    env: Mapping[str, str],
+    limits: Limits,
+    *,
+    owner: int,
+    volume: str | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments of ``client.containers.create`` for one sandbox container.
+
+    ``volume``: ``None`` for a tmpfs workspace at ``workdir``, else the named volume to mount
+    there (read-write). ``owner`` is the pid the container's label names (the orphan cleanup
+    removes containers whose owner is gone). Mounts and ulimits are the Engine API's plain
+    dicts, so this needs no SDK.
+    """
+    tmpfs = {"/tmp": f"size={limits.tmp_size},mode=1777"}
+    tmpfs["/dev/shm"] = tmpfs["/tmp"]
+    mounts: dict[str, Any] = {}
+    if volume is None:
+        tmpfs[workdir] = f"size={limits.disk},mode=1777"
+    else:
+        mount = {"Type": "volume", "Source": volume, "Target": workdir, "ReadOnly": False}
+        mounts["mounts"] = [mount]
+    rlimits = {"cpu": limits.cpu_seconds, "fsize": limits.file_size, "nofile": limits.open_files}
+    return {
+        "image": image,
+        "command": MAIN,
+        "user": MAIN_USER,
+        "working_dir": workdir,
+        "environment": dict(env),
+        "labels": {LABEL: str(owner)},
+        "stdin_open": True,  # not detached: the SDK sets StdinOnce too
+        "init": True,
+        "network_disabled": True,
+        "mem_limit": limits.address_space,
+        "memswap_limit": limits.address_space,
+        "pids_limit": limits.processes,
+        "read_only": True,
+        "tmpfs": tmpfs,
+        **mounts,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "ulimits": [{"name": k, "soft": v, "hard": v} for k, v in rlimits.items()],
+    }
+
+
 class DockerSandbox(Sandbox, backend="docker"):
-    """A container of ``image`` (it needs ``bash``, ``timeout`` and ``sleep``)."""
+    """A container of ``image`` (it needs ``bash``, ``timeout``, ``kill`` and ``mkdir``).
+
+    ``workdir`` (``/workspace``) is where commands see the workspace; ``workspace`` says what it
+    is: ``"tmpfs"`` (a fresh one, commands as ``nobody``) or ``"image"`` (the image's own content
+    at ``workdir`` on a volume of this sandbox, commands as uid 0 without capabilities); see the
+    module docstring.
+    """
 
     engine = "docker"
 
@@ -84,62 +156,77 @@ class DockerSandbox(Sandbox, backend="docker"):
         *,
         image: str = DEFAULT_IMAGE,
         env: Mapping[str, str] | None = None,
+        workdir: str = WORKDIR,
+        workspace: Workspace = "tmpfs",
     ) -> None:
         super().__init__(limits)
+        if not PurePosixPath(workdir).is_absolute() or workdir == "/":
+            raise ValueError(f"workdir must be an absolute path below /, got {workdir!r}")
+        if workspace not in ("tmpfs", "image"):
+            raise ValueError(f"workspace must be 'tmpfs' or 'image', got {workspace!r}")
         self.image = image
-        self.env = {**ENV, **(env or {})}
+        self.workspace = workspace
+        self._workdir = workdir
+        home = workdir if workspace == "tmpfs" else "/tmp"
+        self.env = {"HOME": home, **ENV, **(env or {})}
+        self.user = USER if workspace == "tmpfs" else ROOT
         self._client: Any = None
         self._container: Any = None
+        self._volume: Any = None
         self._stdin: Any = None
 
     @property
     def workdir(self) -> str:
-        return WORKDIR
+        return self._workdir
 
     async def _start(self) -> None:
         self._client = await asyncio.to_thread(engine_client, self.engine)
-        await asyncio.to_thread(self._remove_orphans)
-        self._container = await asyncio.to_thread(self._create_container)
+        try:
+            await asyncio.to_thread(self._remove_orphans)
+            if self.workspace == "image":
+                self._volume = await asyncio.to_thread(self._create_volume)
+            self._container = await asyncio.to_thread(self._create_container)
+        except BaseException:
+            await asyncio.to_thread(self._remove_volume)
+            self._client.close()
+            raise
+
+    def _create_volume(self) -> Any:
+        name = f"agentenv-sb-{os.getpid()}-{secrets.token_hex(6)}"
+        return self._client.volumes.create(name=name, labels={LABEL: str(os.getpid())})
 
     def _create_container(self) -> Any:
-        lim = self.limits
-        tmpfs = f"size={lim.tmp_size},mode=1777"
-        container = self._client.containers.create(
-            self.image,
-            ["sh", "-c", "cat > /dev/null"],
-            user=USER,
-            working_dir=WORKDIR,
-            environment=self.env,
-            labels={LABEL: str(os.getpid())},
-            stdin_open=True,  # not detached: the SDK sets StdinOnce too
-            init=True,
-            network_disabled=True,
-            mem_limit=lim.address_space,
-            memswap_limit=lim.address_space,
-            pids_limit=lim.processes,
-            read_only=True,
-            tmpfs={"/tmp": tmpfs, "/dev/shm": tmpfs, WORKDIR: f"size={lim.disk},mode=1777"},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            ulimits=[
-                docker.types.Ulimit(name="cpu", soft=lim.cpu_seconds, hard=lim.cpu_seconds),
-                docker.types.Ulimit(name="fsize", soft=lim.file_size, hard=lim.file_size),
-                docker.types.Ulimit(name="nofile", soft=lim.open_files, hard=lim.open_files),
-            ],
+        volume = self._volume.name if self._volume is not None else None
+        config = container_config(
+            self.image, self.workdir, self.env, self.limits, owner=os.getpid(), volume=volume
         )
-        self._stdin = self._client.api.attach_socket(container.id, params={"stdin": 1, "stream": 1})
-        container.start()
+        container = self._client.containers.create(**config)
+        try:
+            params = {"stdin": 1, "stream": 1}
+            self._stdin = self._client.api.attach_socket(container.id, params=params)
+            container.start()
+        except BaseException:
+            container.remove(force=True)
+            raise
         return container
 
     def _remove_orphans(self) -> None:
-        """Remove the sandbox containers of processes of this host that died."""
+        """Remove the sandbox containers, then volumes, of processes of this host that died."""
         for container in self._client.containers.list(all=True, filters={"label": LABEL}):
-            pid = container.labels.get(LABEL, "")
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            if _orphaned(container.labels):
                 container.remove(force=True)
+        for volume in self._client.volumes.list(filters={"label": LABEL}):
+            if _orphaned(volume.attrs.get("Labels") or {}):
+                volume.remove(force=True)
+
+    def _remove_volume(self) -> None:
+        if self._volume is not None:
+            self._volume.remove(force=True)
+            self._volume = None
 
     async def _close(self) -> None:
         await asyncio.to_thread(self._container.remove, force=True)
+        await asyncio.to_thread(self._remove_volume)
         self._stdin.close()
         self._client.close()
 
@@ -150,22 +237,26 @@ class DockerSandbox(Sandbox, backend="docker"):
         start = time.perf_counter()
         api = self._client.api
         argv = ["timeout", "-s", "KILL", f"{timeout:.3f}", "bash", "-c", command]
-        exec_id = api.exec_create(self._container.id, argv, user=USER, workdir=WORKDIR)["Id"]
+        created = api.exec_create(self._container.id, argv, user=self.user, workdir=self.workdir)
         capture = OutputCapture(self.limits.max_output)
-        for chunk in api.exec_start(exec_id, stream=True):
+        for chunk in api.exec_start(created["Id"], stream=True):
             capture.feed(chunk)
-        code = api.exec_inspect(exec_id)["ExitCode"]
-        self._container.exec_run(["sh", "-c", "kill -9 -1"], user=USER)  # what it left running
+        code = api.exec_inspect(created["Id"])["ExitCode"]
+        self._container.exec_run(["sh", "-c", "kill -9 -1"], user=self.user)  # what it left
         seconds = time.perf_counter() - start
         output, truncated = capture.result()
         return RunResult(code, output, truncated, code == 137 and seconds >= timeout, seconds)
 
+    def _uid(self) -> int:
+        """The owner of the files the host writes in: the commands' user."""
+        return int(self.user.split(":")[0])
+
     async def _write(self, path: PurePosixPath, data: bytes) -> None:
-        await asyncio.to_thread(self._put, path, _tar_bytes(path.name, data))
+        await asyncio.to_thread(self._put, path, _tar_bytes(path.name, data, self._uid()))
 
     def _put(self, path: PurePosixPath, archive: bytes) -> None:
-        parent = str(PurePosixPath(WORKDIR) / path.parent)
-        self._container.exec_run(["mkdir", "-p", parent], user=USER)
+        parent = str(PurePosixPath(self.workdir) / path.parent)
+        self._container.exec_run(["mkdir", "-p", parent], user=self.user)
         if not self._container.put_archive(parent, archive):
             raise SandboxError(f"could not write into {parent}")
 
@@ -179,7 +270,7 @@ class DockerSandbox(Sandbox, backend="docker"):
 
     def _get(self, path: PurePosixPath) -> bytes:
         try:
-            stream, _ = self._container.get_archive(str(PurePosixPath(WORKDIR) / path))
+            stream, _ = self._container.get_archive(str(PurePosixPath(self.workdir) / path))
         except docker.errors.NotFound:
             raise FileNotFoundError(f"no file {str(path)!r} in the sandbox") from None
         return b"".join(stream)
@@ -187,7 +278,8 @@ class DockerSandbox(Sandbox, backend="docker"):
     async def _copy_in(self, host_path: Path, path: PurePosixPath) -> None:
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
-            tar.add(host_path, arcname=path.name or ".", filter=_owned)
+            owned = functools.partial(_owned, uid=self._uid())
+            tar.add(host_path, arcname=path.name or ".", filter=owned)
         await asyncio.to_thread(self._put, path, buffer.getvalue())
 
     async def _copy_out(self, path: PurePosixPath, host_path: Path) -> None:
@@ -204,16 +296,22 @@ class PodmanSandbox(DockerSandbox, backend="podman"):
     engine = "podman"
 
 
-def _tar_bytes(name: str, data: bytes) -> bytes:
+def _orphaned(labels: Mapping[str, str]) -> bool:
+    """Whether the owner pid in ``labels`` names no live process of this host."""
+    pid = labels.get(LABEL, "")
+    return pid.isdigit() and not Path(f"/proc/{pid}").exists()
+
+
+def _tar_bytes(name: str, data: bytes, uid: int) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         info = tarfile.TarInfo(name)
-        info.size, info.mode, info.uid, info.gid = len(data), 0o644, 65534, 65534
+        info.size, info.mode, info.uid, info.gid = len(data), 0o644, uid, uid
         tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
 
-def _owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 65534
+def _owned(info: tarfile.TarInfo, *, uid: int) -> tarfile.TarInfo:
+    info.uid = info.gid = uid
     info.uname = info.gname = ""
     return info

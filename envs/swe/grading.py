@@ -3,9 +3,11 @@
 The pipeline of :func:`grade` follows SWE-bench (Jimenez et al. 2024, arXiv 2310.06770;
 ``harness/run_evaluation.py`` and ``harness/grading.py``):
 
-1. A fresh sandbox, never the agent's workspace: bwrap for factory instances; docker/podman with
-   the row's ``image`` for loaded SWE-bench/SWE-smith rows.
-2. :func:`prepare_workspace`: the buggy tree (the clean sdist, then ``bug_patch``); then
+1. A fresh sandbox, never the agent's workspace (:func:`instance_sandbox`): on ``backend`` for
+   factory instances; for loaded SWE-bench/SWE-smith rows, a docker/podman container of the row's
+   ``image`` whose own ``/testbed`` is the workspace (``workspace="image"``).
+2. :func:`prepare_workspace`: the buggy tree (the clean sdist, or the image's ``/testbed``; then
+   ``bug_patch``); then
    :func:`git_baseline` commits it, so later steps can reset files and ``git apply --3way`` works.
 3. :func:`apply_diff`: SWE-bench's fallbacks in order (``git apply --verbose``, ``--3way``,
    ``--reject``, ``patch --batch --forward --fuzz=5 -p1``, each from a pristine tree), then
@@ -14,7 +16,9 @@ The pipeline of :func:`grade` follows SWE-bench (Jimenez et al. 2024, arXiv 2310
 4. The graded test files (:func:`graded_files`) are reset to the baseline (SWE-bench:
    ``git checkout <base> <test files>``; files the diff added there are removed) and
    ``test_patch`` is applied.
-5. ``instance.test_cmd`` (pytest ``-rA``) runs under ``timeout`` with ``TZ=UTC PYTHONHASHSEED=0``.
+5. ``instance.test_cmd`` (pytest ``-rA``) runs under ``timeout`` with ``TZ=UTC PYTHONHASHSEED=0``;
+   in an image with ``/opt/miniconda3/bin/activate``, after activating its conda env ``testbed``
+   as SWE-bench's eval scripts do (:func:`grading_command`).
 6. Statuses come from :func:`~agentenv.envs.swe.factory.parse_statuses` on the short test
    summary; :func:`eval_tests_report` has ``get_eval_tests_report``'s semantics: a FAIL_TO_PASS test
    passes iff PASSED or XFAIL; a PASS_TO_PASS test is maintained if PASSED, XFAIL or SKIPPED; a
@@ -48,9 +52,10 @@ Where we differ from SWE-bench:
 - pytest ``-rA`` prints skipped tests by location, not id, so a PASS_TO_PASS test that becomes
   skipped is missing and fails (as with SWE-bench's ``parse_log_pytest``, which drops those
   lines); SKIPPED counts as maintained for status maps that carry it.
-- Loaded image rows need the repo at ``/testbed`` as a writable workspace; the docker backend's
-  workspace is a fresh tmpfs at ``/workspace``, so :func:`grade` raises :class:`GradingError`
-  saying so (see :func:`prepare_workspace`).
+- Image rows run on a read-only root with no network, no capabilities and the sandbox limits,
+  as uid 0 (SWE-bench: root with the default capabilities), ``HOME=/tmp``; ``/testbed`` is a
+  volume filled from the image, so writes outside it and ``/tmp`` fail. On a backend that runs no
+  images (bwrap, unsafe-local) :func:`grade` raises :class:`GradingError`.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ from dataclasses import dataclass, field
 
 from agentenv.envs.swe.factory import Instance, parse_statuses
 from agentenv.envs.swe.packages import fetch, package
-from agentenv.sandbox import Limits, Sandbox
+from agentenv.sandbox import DockerSandbox, Limits, Sandbox
 
 FAIL_TO_PASS, PASS_TO_PASS = "FAIL_TO_PASS", "PASS_TO_PASS"
 FAIL_TO_FAIL, PASS_TO_FAIL = "FAIL_TO_FAIL", "PASS_TO_FAIL"
@@ -88,8 +93,11 @@ TEST_ENV = {"TZ": "UTC", "PYTHONHASHSEED": "0"}
 """The environment of grading runs (fixed time zone and hash seed: SWE-bench#602)."""
 
 ENGINES = ("docker", "podman")
+"""The backends that run images."""
 TESTBED = "/testbed"
 """Where SWE-bench and SWE-smith images hold the repo."""
+CONDA_ACTIVATE, CONDA_ENV = "/opt/miniconda3/bin/activate", "testbed"
+"""The conda of SWE-bench images and the env their repo is installed in."""
 
 HARNESS_FILES = frozenset(
     {"conftest.py", "pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml"}
@@ -443,11 +451,11 @@ async def prepare_workspace(
     """Put the instance's buggy tree at the sandbox's workspace root.
 
     A factory instance: the clean sdist tree (:func:`~agentenv.envs.swe.packages.fetch`) is
-    copied in and ``bug_patch`` applied. A loaded row on docker/podman: the image holds the repo
-    (SWE-bench rows are buggy as they are; SWE-smith rows' bug, their ``patch``, is ``bug_patch``
-    and is applied) — which needs the workspace to be the image's ``/testbed``; the docker
-    backend's is a tmpfs at ``/workspace``, so this raises :class:`GradingError` saying so.
-    Also raises it when the bug patch does not apply.
+    copied in and ``bug_patch`` applied. A loaded row: the image holds the repo (SWE-bench rows
+    are buggy as they are; SWE-smith rows' bug, their ``patch``, is ``bug_patch`` and is
+    applied), so ``sb`` must be a sandbox of :func:`instance_sandbox` (:func:`check_image_host`).
+    Raises :class:`GradingError` when ``sb`` cannot host the image or the bug patch does not
+    apply.
     """
     if instance.package:
         await _copy_package(sb, instance, cache)
@@ -477,21 +485,60 @@ async def _copy_package(
     await sb.run("rm -f .agentenv-complete")
 
 
+def instance_sandbox(
+    instance: Instance, backend: str, limits: Limits, env: Mapping[str, str]
+) -> Sandbox:
+    """A new (not started) sandbox of ``backend`` for ``instance``, with ``env``.
+
+    For an instance with an ``image``: a container of that image whose workspace is the image's
+    own ``/testbed`` (``workdir="/testbed", workspace="image"``: the repo, its conda env and
+    editable install stay where the image has them). Raises :class:`GradingError` when
+    ``backend`` runs no images (only docker and podman do).
+    """
+    if not instance.image:
+        return Sandbox.create(backend, limits=limits, env=env)
+    if backend not in ENGINES:
+        raise GradingError(_no_image_backend(instance, backend))
+    options = {"image": instance.image, "workdir": TESTBED, "workspace": "image"}
+    return Sandbox.create(backend, limits=limits, env=env, **options)
+
+
 def check_image_host(sb: Sandbox, instance: Instance) -> None:
-    """Raise :class:`GradingError` unless ``sb`` can host the image's repo as its workspace."""
+    """Raise :class:`GradingError` unless ``sb`` hosts the image's ``/testbed`` as its
+    workspace (a sandbox :func:`instance_sandbox` made)."""
     if sb.backend not in ENGINES:
-        raise GradingError(
-            f"{instance.instance_id}: the repo is in the image {instance.image!r}; only the "
-            f"docker and podman backends run images, not {sb.backend!r}"
-        )
-    if sb.workdir != TESTBED:
+        raise GradingError(_no_image_backend(instance, sb.backend))
+    if not (isinstance(sb, DockerSandbox) and sb.workspace == "image" and sb.workdir == TESTBED):
         raise GradingError(
             f"{instance.instance_id}: the image {instance.image!r} holds the repo at {TESTBED} "
-            f"(its conda env and editable install point there), but the {sb.backend} backend's "
-            f"workspace is {sb.workdir} (a fresh tmpfs on a read-only root, run as nobody); "
-            f"grading image rows needs a backend option that makes the image's own {TESTBED} "
-            "the writable workspace, which agentenv.sandbox's docker backend does not have"
+            f"(its conda env and editable install point there), but this {sb.backend} "
+            f"sandbox's workspace is {sb.workdir} and not the image's own: create it with "
+            f"workdir={TESTBED!r}, workspace='image' (instance_sandbox does)"
         )
+
+
+def _no_image_backend(instance: Instance, backend: str) -> str:
+    return (
+        f"{instance.instance_id}: the repo is in the image {instance.image!r}; only the docker "
+        f"and podman backends run images, not {backend!r} (set the env's or service's "
+        "backend to docker or podman where an engine runs)"
+    )
+
+
+def grading_command(instance: Instance) -> str:
+    """The command that runs ``instance``'s tests: ``test_cmd``; for an image row, after
+    activating the conda env ``testbed`` when the image has :data:`CONDA_ACTIVATE` (SWE-bench's
+    eval scripts do ``source /opt/miniconda3/bin/activate && conda activate testbed``), so
+    images without conda (some SWE-smith ones) run it as it is."""
+    if not instance.image:
+        return instance.test_cmd
+    activate = shlex.quote(CONDA_ACTIVATE)
+    return (
+        f"if [ -f {activate} ]; then\n"
+        f"  source {activate} && conda activate {CONDA_ENV} || "
+        f"{{ echo 'agentenv: could not activate the conda env {CONDA_ENV}' >&2; exit 2; }}\n"
+        f"fi\n{instance.test_cmd}"
+    )
 
 
 async def git_baseline(sb: Sandbox) -> None:
@@ -558,10 +605,11 @@ async def grade(
 ) -> Report:
     """Grade ``diff`` (the agent's change of the buggy tree) in a fresh sandbox.
 
-    ``backend``: where factory instances run (an instance with an ``image`` runs on docker
-    unless this is ``"podman"``); ``timeout``: seconds of the test run; ``limits``: those of the
-    sandbox (default: 120 s per other command, output kept up to 4 Mi characters). Raises
-    :class:`GradingError` when the instance cannot be graded here.
+    ``backend``: the sandbox backend (an instance with an ``image`` needs ``"docker"`` or
+    ``"podman"``); ``timeout``: seconds of the test run; ``limits``: those of the sandbox
+    (default: 120 s per other command, output kept up to 4 Mi characters). Raises
+    :class:`GradingError` when the instance cannot be graded here (before any sandbox starts
+    when the backend runs no images).
     """
     start = time.monotonic()
     report = Report(instance.instance_id)
@@ -590,7 +638,7 @@ async def _grade_in_sandbox(
     if not instance.test_cmd:
         raise GradingError(f"{instance.instance_id}: no test_cmd to run")
     report.tampered = tampered_files(instance, diff)
-    sb = _grading_sandbox(instance, backend, limits or _limits(timeout))
+    sb = instance_sandbox(instance, backend, limits or _limits(timeout), TEST_ENV)
     async with sb:
         await prepare_workspace(sb, instance, cache)
         await git_baseline(sb)
@@ -603,7 +651,7 @@ async def _grade_in_sandbox(
             report.infra_failure, report.infra_failure_reason = True, "test_reset_failed"
             report.reason, report.log = "the graded tests could not be reset", failure
             return
-        result = await sb.run(instance.test_cmd, timeout=timeout)
+        result = await sb.run(grading_command(instance), timeout=timeout)
         changed = await _changed_during_run(sb, graded_files(instance))
     report.tampered = sorted({*report.tampered, *changed})
     report.log = result.output[-LOG_CHARS:]
@@ -616,19 +664,6 @@ async def _grade_in_sandbox(
 
 def _limits(timeout: float) -> Limits:
     return Limits(timeout=120.0, cpu_seconds=int(max(timeout, 120.0)) + 1, max_output=1 << 22)
-
-
-def _grading_sandbox(instance: Instance, backend: str, limits: Limits) -> Sandbox:
-    """A new sandbox for ``instance``, checked (before it starts) to be able to host it."""
-    if instance.image and backend not in ENGINES:
-        backend = "docker"
-    options: dict[str, object] = {"env": TEST_ENV}
-    if instance.image:
-        options["image"] = instance.image
-    sb = Sandbox.create(backend, limits=limits, **options)
-    if instance.image:
-        check_image_host(sb, instance)
-    return sb
 
 
 async def _reset_tests(sb: Sandbox, instance: Instance) -> str:

@@ -5,9 +5,11 @@ Built with :func:`agentenv.sessions.session_app` (``POST /sessions``, ``/session
 
 - ``POST /sessions/{id}/reset`` with ``{"instance": {...}}`` (an
   :class:`~agentenv.envs.swe.factory.Instance` as a JSON object; the task row carries its ground
-  truth) → ``{"state", "workdir"}``: the session's sandbox is replaced by a new one holding the
-  instance's buggy tree (:func:`~agentenv.envs.swe.grading.prepare_workspace`), committed to a
-  git repository as the baseline the agent's diff is taken against;
+  truth) → ``{"state", "workdir"}``: the session's sandbox is replaced by a new one
+  (:func:`~agentenv.envs.swe.grading.instance_sandbox`: for a row with an ``image``, a
+  docker/podman container whose workspace is the image's ``/testbed``) holding the instance's
+  buggy tree (:func:`~agentenv.envs.swe.grading.prepare_workspace`), committed to a git
+  repository as the baseline the agent's diff is taken against;
 - ``POST /sessions/{id}/step`` with ``{"name": "bash" | "str_replace_editor" | "submit",
   "arguments": {...}}`` → ``{"ok", "content" | "error", "state", "returncode", "output"}``:
   one tool call (:mod:`agentenv.envs.swe.tools`); ``submit`` answers the workspace's diff
@@ -40,6 +42,7 @@ from agentenv.envs.swe.grading import (
     GradingError,
     git_baseline,
     grade,
+    instance_sandbox,
     prepare_workspace,
     workspace_diff,
 )
@@ -125,8 +128,7 @@ class SWEBackend:
     async def reset(self, session: SWESession, options: dict[str, Any]) -> dict[str, Any]:
         instance = instance_from(options.get("instance"))
         await self.close(session)
-        extra = {"image": instance.image} if instance.image else {}
-        sandbox = Sandbox.create(self.backend, limits=self.limits, env=COMMAND_ENV, **extra)
+        sandbox = instance_sandbox(instance, self.backend, self.limits, COMMAND_ENV)
         try:
             await sandbox.start()
             await prepare_workspace(sandbox, instance, self.cache)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import random
 import shutil
 import time
@@ -15,13 +17,18 @@ from agentenv.envs.swe.grading import (
     RESOLVED_FULL,
     RESOLVED_NO,
     RESOLVED_PARTIAL,
+    TEST_ENV,
+    TESTBED,
     GradingError,
     Report,
     apply_diff,
+    check_image_host,
     eval_tests_report,
     git_baseline,
     grade,
     graded_files,
+    grading_command,
+    instance_sandbox,
     prepare_workspace,
     rate,
     resolution_status,
@@ -32,8 +39,11 @@ from agentenv.envs.swe.grading import (
 )
 from agentenv.envs.swe.mutations import unified_diff
 from agentenv.envs.swe.packages import fetch, sdist_path
-from agentenv.sandbox import Limits, Sandbox
+from agentenv.envs.swe.tasks import load_instances
+from agentenv.sandbox import DockerSandbox, Limits, PodmanSandbox, Sandbox
+from agentenv.sandbox.docker import DEFAULT_IMAGE, engine_client
 from tests.sandbox.support import engine_params
+from tests.sandbox.test_docker import build_image
 
 SWEBENCH_KEYS = {
     "patch_is_None",
@@ -271,21 +281,98 @@ def image_instance() -> Instance:
     )
 
 
-async def test_image_rows_cannot_be_graded_without_a_testbed_workspace() -> None:
+async def test_image_rows_need_an_engine_backend() -> None:
     diff = "--- a/astropy/x.py\n+++ b/astropy/x.py\n@@ -1 +1 @@\n-a\n+b\n"
-    with pytest.raises(GradingError, match="/testbed"):
-        await grade(image_instance(), diff)  # checked before any engine is contacted
+    for backend in ("bwrap", "unsafe-local"):
+        with pytest.raises(GradingError, match=f"only the docker and podman backends.*{backend}"):
+            await grade(image_instance(), diff, backend=backend)  # before any sandbox starts
     async with Sandbox.create("bwrap") as sb:
         with pytest.raises(GradingError, match="only the docker and podman backends"):
             await prepare_workspace(sb, image_instance())
 
 
-@pytest.mark.parametrize("engine", engine_params())
-async def test_image_rows_on_an_engine(engine: str) -> None:
+def test_image_rows_get_the_images_testbed_as_workspace() -> None:
     inst = image_instance()
-    sb = Sandbox.create(engine, image=inst.image)
+    for backend, cls in (("docker", DockerSandbox), ("podman", PodmanSandbox)):
+        sb = instance_sandbox(inst, backend, Limits(), TEST_ENV)  # not started: no engine
+        assert isinstance(sb, cls) and sb.image == inst.image
+        assert (sb.workdir, sb.workspace) == (TESTBED, "image")
+        assert sb.env["TZ"] == "UTC"
+        check_image_host(sb, inst)
+    tmpfs = Sandbox.create("docker", image=inst.image)
     with pytest.raises(GradingError, match="/testbed.*/workspace"):
-        await prepare_workspace(sb, inst)
+        check_image_host(tmpfs, inst)
+    factory = instance_sandbox(make_instance(package="h11"), "bwrap", Limits(), TEST_ENV)
+    assert factory.backend == "bwrap" and factory.workdir == "/workspace"
+
+
+async def test_grading_command_activates_conda_only_in_images() -> None:
+    factory = make_instance(test_cmd="echo ran")
+    assert grading_command(factory) == "echo ran"
+    image = dataclasses.replace(factory, image="some/image")
+    command = grading_command(image)
+    assert "source /opt/miniconda3/bin/activate && conda activate testbed" in command
+    assert command.endswith("\necho ran")
+    async with Sandbox.create("bwrap") as sb:  # no /opt/miniconda3 there: the command as it is
+        result = await sb.run(command)
+    assert (result.returncode, result.output) == (0, "ran\n")
+
+
+SWE_IMAGE = """\
+FROM {base}
+RUN mkdir -p /testbed/tests /opt/miniconda3/bin \\
+ && printf 'def add(a, b):\\n    return a - b\\n' > /testbed/calc.py \\
+ && printf '%s\\n' 'import os, sys' 'sys.path.insert(0, os.getcwd())' 'import calc' \\
+    'def test_add(): assert calc.add(1, 2) == 3' 'def test_zero(): assert calc.add(0, 0) == 0' \\
+    'def test_conda(): assert os.environ.get("AGENTENV_CONDA") == "activate testbed"' \\
+    > /testbed/tests/test_calc.py \\
+ && printf '%s\\n' 'import sys' 'sys.path.insert(0, "tests")' 'import test_calc' \\
+    'print("=== short test summary info ===")' 'bad = 0' \\
+    'for name in ("test_add", "test_zero", "test_conda"):' \\
+    '    try: getattr(test_calc, name)(); print("PASSED tests/test_calc.py::" + name)' \\
+    '    except Exception: bad = 1; print("FAILED tests/test_calc.py::" + name)' \\
+    'sys.exit(bad)' > /testbed/run_tests.py \\
+ && printf 'conda() {{ export AGENTENV_CONDA="$*"; }}\\n' > /opt/miniconda3/bin/activate
+"""
+"""A SWE-bench-like image without network: a buggy repo at /testbed, a fake conda whose
+``conda activate testbed`` leaves a mark the tests check, and a pytest ``-rA``-like runner
+(the base image has no pytest)."""
+
+GOLD = "--- a/calc.py\n+++ b/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n"
+
+
+@pytest.mark.parametrize("engine", engine_params())
+async def test_a_swebench_row_on_a_local_image(engine: str, tmp_path: Path) -> None:
+    client = engine_client(engine)
+    base = os.environ.get("AGENTENV_TEST_GIT_IMAGE", DEFAULT_IMAGE)
+    tag = build_image(client, SWE_IMAGE.format(base=base), "agentenv-test/swe-calc:1")
+    try:
+        async with Sandbox.create(engine, image=tag) as probe:
+            if (await probe.run("command -v git")).returncode:
+                pytest.skip(f"{base} has no git (set AGENTENV_TEST_GIT_IMAGE to one that has)")
+        row = {
+            "repo": "demo/calc",
+            "instance_id": "demo__calc-1",
+            "base_commit": "",
+            "patch": GOLD,
+            "problem_statement": "add subtracts",
+            "FAIL_TO_PASS": '["tests/test_calc.py::test_add"]',
+            "PASS_TO_PASS": '["tests/test_calc.py::test_zero", "tests/test_calc.py::test_conda"]',
+            "image": tag,
+            "test_cmd": "python run_tests.py",
+        }
+        (path := tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
+        (inst,) = load_instances(path)
+        gold = await grade(inst, GOLD, backend=engine, timeout=60)
+        assert gold.resolved and gold.resolution == RESOLVED_FULL, gold.log
+        wrong = GOLD.replace("a + b", "a * b")
+        bad = await grade(inst, wrong, backend=engine, timeout=60)
+        assert bad.patch_successfully_applied and not bad.resolved
+        assert bad.tests_status["FAIL_TO_PASS"]["failure"] == ["tests/test_calc.py::test_add"]
+        assert len(bad.tests_status["PASS_TO_PASS"]["success"]) == 2  # conda was activated
+    finally:
+        client.images.remove(tag, force=True)
+        client.close()
 
 
 # Real h11 bugs in bwrap

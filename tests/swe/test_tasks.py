@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agentenv.envs.swe.factory import Instance
+from agentenv.envs.swe.grading import TESTBED, GradingError, grading_command, instance_sandbox
 from agentenv.envs.swe.tasks import (
     SWESMITH_TEST_CMD,
     eval_test_cmd,
@@ -19,6 +20,7 @@ from agentenv.envs.swe.tasks import (
     swebench_image,
 )
 from agentenv.jsonl import DataFormatError
+from agentenv.sandbox import Limits
 
 FIX = "diff --git a/src/lib.py b/src/lib.py\n--- a/src/lib.py\n+++ b/src/lib.py\n@@ -1 +1 @@\n-a\n+b\n"
 TESTS = "--- a/tests/test_lib.py\n+++ b/tests/test_lib.py\n@@ -1 +1,2 @@\n x\n+y\n"
@@ -80,6 +82,21 @@ def test_swesmith_rows_carry_the_bug(tmp_path: Path) -> None:
     assert inst.image == SWESMITH["image_name"] and inst.test_cmd == SWESMITH_TEST_CMD
     assert inst.families == ["func_pm_ctrl_invert_if"] and inst.mutated_files == ["src/lib.py"]
     assert inst.base_commit == "f7e6cd3b8b2a1c4e"
+
+
+def test_loaded_rows_get_their_images_testbed_as_workspace(tmp_path: Path) -> None:
+    bench, smith = load_instances(write_jsonl(tmp_path / "in.jsonl", [SWEBENCH, SWESMITH]))
+    for inst, backend in ((bench, "docker"), (smith, "podman")):
+        sb = instance_sandbox(inst, backend, Limits(), {})  # not started: no engine needed
+        assert (sb.backend, sb.image, sb.workdir, sb.workspace) == (
+            backend,
+            inst.image,
+            TESTBED,
+            "image",
+        )
+        assert "conda activate testbed" in grading_command(inst)
+    with pytest.raises(GradingError, match="only the docker and podman backends"):
+        instance_sandbox(smith, "bwrap", Limits(), {})
 
 
 def test_kinds(tmp_path: Path) -> None:

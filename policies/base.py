@@ -8,7 +8,7 @@ re-tokenizes generated text, so training sees exactly what the policy produced.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -46,6 +46,17 @@ class SamplingExtras:
         """Whether every field has its default (sampling is then plain ``SamplingParams``)."""
         return self == _NEUTRAL
 
+    def request_fields(self) -> dict[str, Any]:
+        """The fields that differ from their defaults, as vLLM's ``SamplingParams`` and its
+        OpenAI server name them (``logit_bias`` as ``{token id: bias}``)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        changed = {k: v for k, v in values.items() if v != getattr(_NEUTRAL, k)}
+        if "logit_bias" in changed:
+            changed["logit_bias"] = dict(self.logit_bias)
+        if "stop_token_ids" in changed:
+            changed["stop_token_ids"] = list(self.stop_token_ids)
+        return changed
+
 
 _NEUTRAL = SamplingExtras()
 
@@ -59,7 +70,8 @@ class SamplingParams:
     re-tokenized). ``temperature=0`` is greedy. ``seed`` makes sampling reproducible per call.
     ``extras`` are vLLM's penalties, ``logit_bias``, ``min_p``, ``min_tokens``, ``ignore_eos``
     and ``stop_token_ids`` (:class:`SamplingExtras`; the default is neutral). HFPolicy applies
-    them; OpenAIPolicy and VLLMPolicy do not pass them on.
+    them; OpenAIPolicy sends them in its requests and VLLMPolicy passes them to vLLM
+    (:meth:`SamplingExtras.request_fields`).
     """
 
     max_tokens: int = 256

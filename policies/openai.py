@@ -178,6 +178,7 @@ class OpenAIPolicy:
             body["stop"] = list(sampling.stop)
         if sampling.seed is not None:
             body["seed"] = sampling.seed + row
+        body.update(sampling.extras.request_fields())
         choice = (await self.post("/completions", body))["choices"][0]
         return self._parse_choice(choice, sampling)
 

@@ -98,6 +98,7 @@ class VLLMPolicy:
             seed=None if sampling.seed is None else sampling.seed + row,
             logprobs=0,
             skip_special_tokens=True,
+            **sampling.extras.request_fields(),
         )
 
     async def _final(self, prompt: list[int], params: Any) -> Any:

@@ -14,6 +14,7 @@ import torch
 
 from agentenv.launch import LocalServer
 from agentenv.policies import SamplingParams
+from agentenv.policies.base import SamplingExtras
 from agentenv.policies.hf import HFPolicy
 from agentenv.policies.openai import OpenAIPolicy, PolicyServerError
 from tests.http_probe import declare_body
@@ -170,6 +171,21 @@ async def test_openai_policy_round_trip(server, local, chat_prompts):
         reply = await remote.chat([{"role": "user", "content": "hello"}], max_tokens=3)
         assert reply["choices"][0]["message"]["role"] == "assistant"
         assert await remote.models() == ["tiny"]
+    finally:
+        await remote.aclose()
+
+
+async def test_openai_policy_sends_the_sampling_extras(server, local, chat_prompts):
+    remote = OpenAIPolicy(server.url, "tiny", tokenizer=local.tokenizer)
+    try:
+        (prompt,) = chat_prompts(1)
+        (free,) = await remote.generate([prompt], GREEDY)
+        banned = SamplingExtras(logit_bias=((free.token_ids[0], -100.0),), ignore_eos=True)
+        sampling = SamplingParams(max_tokens=6, temperature=0.0, extras=banned)
+        (got,) = await remote.generate([prompt], sampling)
+        (want,) = await local.generate([prompt], sampling)
+        assert got.token_ids == want.token_ids and got.token_ids[0] != free.token_ids[0]
+        assert len(got.token_ids) == 6
     finally:
         await remote.aclose()
 

@@ -195,3 +195,13 @@ def test_top_logprobs_are_the_teacher_forced_distribution(model):
     assert top_logprobs(model, ids, len(ids), 3) == ([], [])
     with pytest.raises(ValueError, match="start"):
         top_logprobs(model, ids, 0, 3)
+
+
+def test_request_fields_are_the_changed_extras_as_vllm_names_them():
+    assert SamplingExtras().request_fields() == {}
+    extras = SamplingExtras(logit_bias=((5, -100.0),), min_tokens=2, stop_token_ids=(7,))
+    assert extras.request_fields() == {
+        "logit_bias": {5: -100.0},
+        "min_tokens": 2,
+        "stop_token_ids": [7],
+    }

@@ -28,10 +28,12 @@ recomputed after every call that may write; ``""`` when the agent broke the repo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -128,14 +130,15 @@ class SWEBackend:
     async def reset(self, session: SWESession, options: dict[str, Any]) -> dict[str, Any]:
         instance = instance_from(options.get("instance"))
         await self.close(session)
-        sandbox = instance_sandbox(instance, self.backend, self.limits, COMMAND_ENV)
-        try:
-            await sandbox.start()
-            await prepare_workspace(sandbox, instance, self.cache)
-            await git_baseline(sandbox)
-        except BaseException:
-            await sandbox.aclose()
-            raise
+        with _unrunnable(instance):
+            sandbox = instance_sandbox(instance, self.backend, self.limits, COMMAND_ENV)
+            try:
+                await sandbox.start()
+                await prepare_workspace(sandbox, instance, self.cache)
+                await git_baseline(sandbox)
+            except BaseException:
+                await sandbox.aclose()
+                raise
         session.sandbox, session.instance = sandbox, instance
         session.editor = Editor(sandbox)
         session.state = await self._digest(sandbox)
@@ -216,9 +219,14 @@ class SWEBackend:
 
     async def _grade(self, instance: Instance, diff: str | None) -> dict[str, Any]:
         async with self._grade_slot():
-            report = await grade(
-                instance, diff, backend=self.backend, cache=self.cache, timeout=self.grade_timeout
-            )
+            with _unrunnable(instance):
+                report = await grade(
+                    instance,
+                    diff,
+                    backend=self.backend,
+                    cache=self.cache,
+                    timeout=self.grade_timeout,
+                )
         return asdict(report)
 
     def _grade_slot(self) -> asyncio.Semaphore:
@@ -255,6 +263,17 @@ class SWEBackend:
         if diff is None:
             return ""
         return hashlib.sha256(diff.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _unrunnable(instance: Instance) -> Iterator[None]:
+    """A :class:`GradingError` (an instance this service cannot run: an image row on bwrap, no
+    test command, a bug patch that does not apply) as HTTP 422 saying why."""
+    try:
+        yield
+    except GradingError as exc:
+        detail = f"instance {instance.instance_id} cannot run on this service: {exc}"
+        raise HTTPException(status_code=422, detail=detail) from None
 
 
 def _grade_key(instance: Instance, diff: str | None) -> str:

@@ -15,6 +15,7 @@ from agentenv.envs.swe.env import LEVELS, SUBMIT_MARKER, SWEEnv, command_kind, p
 from agentenv.evaluate import Suite, SuiteEntry, evaluate
 from agentenv.policies.scripted import RandomPolicy, ScriptedPolicy
 from agentenv.sandbox import default_root
+from agentenv.service import EnvServiceError
 
 pytestmark = pytest.mark.slow
 
@@ -207,3 +208,24 @@ async def test_expert_resolves_bugs_of_another_package() -> None:
     report = await evaluate(ScriptedPolicy(), suite, progress=False)
     assert len(report.rows) == 4 and all(r["task_id"].startswith("xmltodict-") for r in report.rows)
     assert all(r["success"] for r in report.rows), [r["reason"] for r in report.rows]
+
+
+async def test_an_instance_the_service_cannot_run_fails_saying_why(tmp_path) -> None:
+    row = {
+        "instance_id": "octo__calc-1",
+        "repo": "octo/calc",
+        "base_commit": "abc123",
+        "patch": "--- a/calc.py\n+++ b/calc.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n",
+        "test_patch": "",
+        "problem_statement": "x is wrong",
+        "FAIL_TO_PASS": '["tests/test_calc.py::test_x"]',
+        "PASS_TO_PASS": "[]",
+        "version": "1.0",
+        "test_cmd": "pytest -rA tests",
+    }
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    env = SWEEnv(instances=str(path), split="all")
+    with pytest.raises(EnvServiceError, match="cannot run on this service.*docker and podman"):
+        await env.areset(options={"task": "octo__calc-1"})
+    await env.aclose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 import numpy as np
 import pytest
 
@@ -160,9 +161,14 @@ async def test_64_concurrent_episodes_over_http_leave_nothing_behind(
     assert sum(rewards) == 64
     fresh = [e.report for e in envs if e.report is not None and not e.report["cached"]]
     assert len(fresh) == len(set(task_ids[:64]))  # one grade per (instance, diff)
+    assert envs[0]._client is not None
+    url = envs[0]._client.url
     for env in envs:
         await env.aclose()
-    for _ in range(50):  # the server closes sessions' sandboxes as their DELETEs arrive
+    async with httpx.AsyncClient(base_url=url) as http:
+        sessions = (await http.get("/health")).json()["sessions"]
+    assert sessions["open"] == 0 and sessions["closed"] == sessions["created"] >= 64
+    for _ in range(600):  # the workspaces' folders go as their sessions close (slower when loaded)
         left = set(default_root().glob("sb-*")) - before
         if not left:
             break

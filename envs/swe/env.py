@@ -56,7 +56,7 @@ from agentenv.envs.swe.factory import Instance, parse_statuses
 from agentenv.envs.swe.server import GRADE_CACHE
 from agentenv.envs.swe.tasks import SWETasks, instance_set
 from agentenv.envs.swe.tools import BASH, EDITOR, SUBMIT, TOOLS
-from agentenv.envs.tooluse.base import CallResult, Outcome, Protocol, ToolEnv, ToolError
+from agentenv.envs.tooluse.base import Outcome, Protocol, ToolEnv, ToolError
 from agentenv.launch import connect
 from agentenv.service import RetryPolicy, ServiceClient
 from agentenv.sessions import ServiceSession, SessionHolder
@@ -234,8 +234,6 @@ class SWEEnv(SessionHolder, ToolEnv):
         self.service = service
         self.service_config = {"backend": backend, "grade_cache": grade_cache}
         self.retry = RetryPolicy(timeout=timeout)
-        self._client: ServiceClient | None = None
-        self._session: ServiceSession | None = None
         self.task: Instance | None = None
         self._reset_episode()
 
@@ -374,28 +372,24 @@ class SWEEnv(SessionHolder, ToolEnv):
         self._after(BASH.name, arguments, reply)
         output = reply.get("output", "")
         first, _, rest = output.lstrip("\n").partition("\n")
-        result = CallResult(
-            ToolCall(BASH.name, arguments), reply.get("content") or reply.get("error", "")
-        )
+        content = reply.get("content") or reply.get("error", "")
         if reply["ok"] and reply["returncode"] == 0 and first.strip() == SUBMIT_MARKER:
             self.submission = rest
             return await self._end(
                 None, terminated=True, valid=True, results=[], text="Submitted for grading."
             )
         if self.turn + 1 >= self.max_turns:
-            return await self._end(
-                None, terminated=False, valid=True, results=[], text=result.content
-            )
+            return await self._end(None, terminated=False, valid=True, results=[], text=content)
         info = {
             ACTION_VALID: bool(reply["ok"]),
             REWARD_COMPONENTS: {},
-            MESSAGES: [{"role": "user", "content": result.content}],
+            MESSAGES: [{"role": "user", "content": content}],
             TOOL_CALLS: [
                 {"name": BASH.name, "ok": bool(reply["ok"]), "error": reply.get("error", "")}
             ],
             ANCHOR: self.anchor(),
         }
-        return result.content, 0.0, False, False, info
+        return content, 0.0, False, False, info
 
     async def _format_error(self, found: int) -> tuple[str, float, bool, bool, dict]:
         text = (

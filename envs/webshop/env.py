@@ -177,8 +177,6 @@ class WebShopEnv(SessionHolder, TextEnv):
         self.show_actions = show_actions
         self.retry = RetryPolicy(timeout=timeout)
         self.system_prompt = SYSTEM_PROMPT_TEXT.format(max_turns=max_turns)
-        self._client: ServiceClient | None = None
-        self._session: ServiceSession | None = None
         self._actions: list[str] = []
         self._best = {"target_in_results": 0.0, "target_opened": 0.0, "options_progress": 0.0}
 

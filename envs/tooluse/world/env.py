@@ -156,8 +156,6 @@ class ToolWorldEnv(SessionHolder, ToolEnv):
         self.service = service
         self.whole_word_facts = whole_word_facts
         self.retry = RetryPolicy(timeout=timeout)
-        self._client: ServiceClient | None = None
-        self._session: ServiceSession | None = None
         self._state = ""
         self._reads: set[str] = set()
         self._credited: list[ToolCall] = []

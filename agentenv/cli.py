@@ -304,11 +304,12 @@ def cmd_models(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> None:
     from agentenv.train import train
+    from agentenv.train.summary import read_summary, summary_line
 
     if not args.config and not args.resume:
         raise SystemExit("agentenv train: give a CONFIG file or --resume RUN_DIR")
     run_dir = train(args.config, overrides=args.set or [], resume=args.resume)
-    console.print(f"run folder: {run_dir}")
+    console.print(summary_line(read_summary(run_dir)), highlight=False)
 
 
 def cmd_sft(args: argparse.Namespace) -> None:

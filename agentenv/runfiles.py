@@ -3,8 +3,9 @@ write, and the readers shared by the trainer, reports and the viewer (no torch h
 
 Evaluation folder: :data:`RESULTS` (one row per episode), :data:`METADATA`, ``summary.png``.
 Training run folder: :data:`CONFIG` (the resolved config), :data:`METRICS` (one row per step and
-per evaluation), :data:`ROLLOUTS` (each step's trajectories) and one
-:func:`eval_trajectories_name` file per held-out evaluation.
+per evaluation), :data:`ROLLOUTS` (each step's trajectories), one
+:func:`eval_trajectories_name` file per held-out evaluation and :data:`SUMMARY` (held-out success
+before and after RL).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ METADATA = "metadata.json"
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 ROLLOUTS = "rollouts.jsonl"
+SUMMARY = "summary.json"
 
 _EVAL_TRAJECTORIES = re.compile(r"eval-step-(\d+)\.jsonl")
 

@@ -10,7 +10,6 @@ with IGPO, evaluates the same held-out tasks again (the "after" number), and wri
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from importlib import resources
 from pathlib import Path
@@ -24,8 +23,8 @@ from agentenv.policies.specs import load_policy
 from agentenv.train.config import TrainConfig, load_config
 from agentenv.train.episodes import eval_suite
 from agentenv.train.loop import train
-from agentenv.train.metrics import read_metrics
 from agentenv.train.report import write_report
+from agentenv.train.summary import read_summary, summary_line, write_summary
 
 
 def quickstart_config_path() -> Path:
@@ -43,33 +42,19 @@ def quickstart(
         extra.append(f"output_dir={out_dir}")
     config = load_config(quickstart_config_path(), extra)
     run_dir = train(config)
-    evals = read_metrics(run_dir, "eval")
-    before, after = evals[0], evals[-1]
     baselines = asyncio.run(baseline_success(config))
     summary = {
-        "run_dir": str(run_dir),
-        "success_before": before["success"],
-        "success_after": after["success"],
-        "reward_before": before["reward"],
-        "reward_after": after["reward"],
+        **read_summary(run_dir),
         "success_expert": baselines["expert"],
         "success_random": baselines["random"],
-        "eval_episodes": after["episodes"],
-        "rl_steps": config.total_steps,
         "wall_seconds": time.perf_counter() - t0,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_summary(run_dir, summary)
     report = write_report(run_dir)
     console = Console()
     console.print(summary_table(summary, config.total_steps))
     console.print(f"report: {report}")
-    console.print(
-        f"Held-out success on {summary['eval_episodes']} episodes went from "
-        f"{summary['success_before']:.1%} after SFT to {summary['success_after']:.1%} after "
-        f"{config.total_steps} RL steps, in {summary['wall_seconds'] / 60:.1f} minutes "
-        f"(run folder: {run_dir}).",
-        highlight=False,
-    )
+    console.print(summary_line(summary), highlight=False)
     return summary
 
 

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from agentenv.train.metrics import read_metrics  # noqa: E402
+from agentenv.train.summary import read_summary  # noqa: E402
 
 CURVES: tuple[tuple[str, str], ...] = (
     ("reward", "mean episode return (train rollouts)"),
@@ -85,9 +86,8 @@ def write_report(run_dir: str | Path) -> Path:
     eval_rows = read_metrics(run_dir, "eval")
     png = plot_learning_curves(run_dir)
     lines = [f"# Training report: {run_dir.name}", ""]
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        data = json.loads(summary.read_text())
+    data = read_summary(run_dir)
+    if data is not None:
         lines += ["## Summary", "", "```json", json.dumps(data, indent=2), "```", ""]
     lines += ["## Held-out evaluation", ""]
     lines += _table(eval_rows, ["step", "episodes", "success", "reward", "turns", "errors"])

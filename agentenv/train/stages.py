@@ -1,10 +1,14 @@
-"""The stages of a run before RL: the run folder and its saved config, and the warm start —
-the starting model, then the reading warm-up (``RUN/pretrain``) and SFT (``RUN/sft``), each run
-once per run folder. :func:`sft` is ``agentenv sft``: those stages alone."""
+"""The pipeline of a run: the run folder and its saved config, then the warm-up stages — the
+starting model, the reading warm-up (``RUN/pretrain``) and SFT (``RUN/sft``), each run once per
+run folder — whose model the RL stage (:mod:`agentenv.train.loop`) starts from. Every stage
+loads a model, optimises its own loss with its own metrics, and saves a model folder.
+:func:`sft` is ``agentenv sft``: the warm-up alone."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -47,25 +51,53 @@ def prepare_run(
     return cfg, run_dir
 
 
-async def warm_start(
-    config: TrainConfig, run_dir: Path, sources: list[TaskSource], *, sft: bool = True
+@dataclass(frozen=True)
+class WarmUpStage:
+    """A stage before RL: load the model at ``start``, optimise the stage's own loss, save the
+    result to ``RUN/<folder>/model`` (and its metrics beside it). ``run(config, out_dir, start,
+    sources)`` returns the saved model's folder."""
+
+    name: str
+    folder: str
+    enabled: Callable[[TrainConfig], bool]
+    run: Callable[[TrainConfig, Path, Path, list[TaskSource]], Awaitable[Path]]
+
+    def output(self, run_dir: Path) -> Path:
+        return run_dir / self.folder / FINAL_MODEL
+
+    def done(self, run_dir: Path) -> bool:
+        return (self.output(run_dir) / "config.json").is_file()
+
+
+async def _pretrain(
+    config: TrainConfig, out_dir: Path, start: Path, sources: list[TaskSource]
 ) -> Path:
-    """The model RL starts from: ``model.spec`` (or ``init_from``), then the enabled warm-up
-    stages in order, pretraining (``RUN/pretrain``) and SFT (``RUN/sft``; skipped when ``sft`` is
-    False). Each stage runs once per run folder: a resumed run reuses its saved model."""
+    return run_pretrain(config, out_dir, start)
+
+
+PRETRAIN = WarmUpStage("pretrain", PRETRAIN_DIR, lambda c: c.pretrain.enabled, _pretrain)
+SFT = WarmUpStage("sft", SFT_DIR, lambda c: c.sft.enabled, run_sft)
+WARM_UP: tuple[WarmUpStage, ...] = (PRETRAIN, SFT)
+"""The stages before RL, in order: the reading warm-up (``pretrain``), then ``sft``."""
+
+
+async def warm_start(
+    config: TrainConfig,
+    run_dir: Path,
+    sources: list[TaskSource],
+    stages: tuple[WarmUpStage, ...] = WARM_UP,
+) -> Path:
+    """The model RL starts from: ``model.spec`` (or ``init_from``), then each enabled stage of
+    ``stages`` in order on the previous one's model. Each stage runs once per run folder: a
+    resumed run reuses its saved model."""
     start = model_path(config)
-    if config.pretrain.enabled:
-        done = run_dir / PRETRAIN_DIR / FINAL_MODEL
-        if not (done / "config.json").is_file():
+    for stage in stages:
+        if not stage.enabled(config):
+            continue
+        if not stage.done(run_dir):
             seed_everything(config.seed)
-            run_pretrain(config, run_dir / PRETRAIN_DIR, start)
-        start = done
-    if sft and config.sft.enabled:
-        done = run_dir / SFT_DIR / FINAL_MODEL
-        if not (done / "config.json").is_file():
-            seed_everything(config.seed)
-            await run_sft(config, run_dir / SFT_DIR, start, sources)
-        start = done
+            await stage.run(config, run_dir / stage.folder, start, sources)
+        start = stage.output(run_dir)
     return start
 
 
@@ -80,7 +112,7 @@ def sft(
     async def main() -> None:
         async with service_scope():
             sources, _ = await probe_envs(cfg)
-            start = await warm_start(cfg, run_dir, sources, sft=False)
+            start = await warm_start(cfg, run_dir, sources, (PRETRAIN,))
             seed_everything(cfg.seed)
             await run_sft(cfg, run_dir, start, sources)
 

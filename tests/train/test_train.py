@@ -18,12 +18,14 @@ from agentenv.train import checkpoint as ckpt
 from agentenv.train.batching import build_batch
 from agentenv.train.config import ConfigError, load_config
 from agentenv.train.episodes import probe_envs, rollout_config
-from agentenv.train.loop import build_learner, train, update
+from agentenv.train.learner import build_learner
+from agentenv.train.loop import train
 from agentenv.train.losses import ppo_clip_loss, token_logprobs_and_entropy
 from agentenv.train.metrics import read_metrics
 from agentenv.train.model import model_path
 from agentenv.train.pretrain import copy_sequences, pretraining_texts, text_windows
 from agentenv.train.stages import sft, warm_start
+from agentenv.train.update import update
 
 ENV_KWARGS = {"num_entities": 30, "max_hops": 1, "max_turns": 2}
 
@@ -402,6 +404,30 @@ def test_eval_rows_and_dynamic_sampling_stats(tmp_path):
     # An untrained model fails every task: no group varies, so a refill round is played.
     assert row["groups_played"] == 4 and row["groups_dropped"] == 4
     assert asyncio.iscoroutinefunction(train) is False
+
+
+def test_agentenv_train_writes_the_summary_and_says_it_last(tmp_path):
+    cfg = small_config(tmp_path, total_steps=1, eval={"tasks": 3})
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    done = subprocess.run(
+        [sys.executable, "-m", "agentenv", "train", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    evals = read_metrics(run_dir, "eval")
+    assert summary["success_before"] == evals[0]["success"]
+    assert summary["success_after"] == evals[-1]["success"]
+    assert summary["eval_episodes"] == 3 and summary["rl_steps"] == 1
+    assert summary["train_episodes"] == 4 and summary["wall_seconds"] > 0
+    out = " ".join(done.stdout.split())
+    last = out[out.rindex("Held-out success") :]
+    assert last.startswith("Held-out success on 3 episodes went from 0.0% before RL to")
+    assert last.endswith(f"(run folder: {run_dir}).")
 
 
 def test_demonstrators_split_the_episodes_by_weight(tmp_path):

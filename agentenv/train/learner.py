@@ -1,0 +1,129 @@
+"""The policy being trained: its model (with LoRA when configured), the optional frozen KL
+reference, the optimizer and its schedule."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from agentenv.policies.hf import HFPolicy
+from agentenv.train.batching import TokenBatch
+from agentenv.train.config import ConfigError, TrainConfig
+from agentenv.train.losses import masked_token_logprobs
+from agentenv.train.model import build_optimizer, resolve_device, resolve_dtype
+
+
+@dataclass
+class Learner:
+    """The policy being trained, its optional KL reference, optimizer and schedule."""
+
+    policy: Any
+    model: torch.nn.Module
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    reference: torch.nn.Module | None = None
+    reference_is_adapter_off: bool = False
+    pad_id: int = 0
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.policy.tokenizer
+
+    @property
+    def uses_reference(self) -> bool:
+        return self.reference is not None or self.reference_is_adapter_off
+
+    def exclusive(self) -> contextlib.AbstractContextManager[Any]:
+        """The policy's weight lock: no generation batch runs while weights change."""
+        return getattr(self.policy, "weights_lock", None) or contextlib.nullcontext()
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def reference_logprobs(self, batch: TokenBatch) -> torch.Tensor:
+        args = (batch.input_ids, batch.attention_mask, batch.loss_mask)
+        if self.reference_is_adapter_off:
+            with self.model.disable_adapter():
+                return masked_token_logprobs(self.model, *args, with_entropy=False)[0]
+        return masked_token_logprobs(self.reference, *args, with_entropy=False)[0]
+
+
+def needs_reference(config: TrainConfig) -> str:
+    """``none``, ``frozen`` or ``adapters`` after resolving ``model.reference: auto``."""
+    choice = config.model.reference
+    if choice == "auto":
+        if config.loss.kl_coef == 0:
+            return "none"
+        return "adapters" if config.model.lora.enabled else "frozen"
+    if choice == "adapters" and not config.model.lora.enabled:
+        raise ConfigError("model.reference: 'adapters' needs model.lora.enabled")
+    return choice
+
+
+def with_lora(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+    """``model`` wrapped with the configured LoRA adapters (``model.lora``)."""
+    lora = config.model.lora
+    return get_peft_model(
+        model,
+        LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            task_type="CAUSAL_LM",
+        ),
+    )
+
+
+def build_learner(config: TrainConfig, path: Path, *, total_optimizer_steps: int) -> Learner:
+    """Load the policy from ``path``, add LoRA if asked, build the reference and optimizer."""
+    device = resolve_device(config.model.device)
+    dtype = resolve_dtype(config.model.dtype, device)
+    policy = HFPolicy.from_pretrained(
+        path,
+        device=str(device),
+        dtype=dtype,
+        max_batch_size=config.model.max_batch_size,
+        batch_invariant=config.model.batch_invariant,
+    )
+    base = policy.model
+    ref_kind = needs_reference(config)
+    reference = None
+    if ref_kind == "frozen":
+        reference = copy.deepcopy(base).eval().requires_grad_(False)
+    model = base
+    if config.model.lora.enabled:
+        model = with_lora(base, config)
+        policy.model = model
+    model.eval()
+    optim = config.optim
+    optimizer, scheduler = build_optimizer(
+        [p for p in model.parameters() if p.requires_grad],
+        optim.lr,
+        optim.betas,
+        optim.eps,
+        optim.weight_decay,
+        total_optimizer_steps,
+        optim.warmup_steps,
+        optim.schedule,
+        optim.min_lr_ratio,
+    )
+    pad = policy.tokenizer.pad_token_id
+    return Learner(
+        policy=policy,
+        model=model,
+        device=device,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        reference=reference,
+        reference_is_adapter_off=ref_kind == "adapters",
+        pad_id=int(pad if pad is not None else 0),
+    )

@@ -40,6 +40,7 @@ from agentenv.envs.search.env import SERVICE_FACTORY, SearchEnv
 from agentenv.envs.search.server import BM25Index
 from agentenv.envs.search.tasks import RELATIONS, WorldConfig, build_world
 from agentenv.launch import LocalServer
+from agentenv.play import play_episode
 
 
 def expert_queries(world, n: int) -> list[str]:
@@ -166,17 +167,9 @@ async def bench_env(service, config: WorldConfig, episodes: int, concurrency: in
     async def worker(env: SearchEnv, seeds: range) -> None:
         nonlocal steps, successes
         for seed in seeds:
-            observation, info = await env.areset(seed=seed)
-            messages = [{"role": "user", "content": observation}]
-            while True:
-                action = expert.solve(env.task, messages)
-                messages.append({"role": "assistant", "content": action})
-                observation, _, terminated, truncated, info = await env.astep(action)
-                messages.append({"role": "user", "content": observation})
-                steps += 1
-                if terminated or truncated:
-                    successes += info["success"]
-                    break
+            episode = await play_episode(env, expert.solve, seed=seed)
+            steps += episode.steps
+            successes += episode.success
 
     per = episodes // concurrency
     start = time.perf_counter()

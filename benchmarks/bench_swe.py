@@ -34,6 +34,7 @@ from agentenv.envs.swe.grading import grade, prepare_workspace
 from agentenv.envs.swe.packages import PACKAGES, package, sdist_path
 from agentenv.envs.swe.server import GRADE_CACHE
 from agentenv.launch import service_scope
+from agentenv.play import play_episode
 from agentenv.sandbox import Limits, MiB, Sandbox
 
 OUT = Path(__file__).parent / "results" / "swe.json"
@@ -84,20 +85,8 @@ async def grading_row(instances: list[Instance]) -> dict[str, Any]:
 async def episode(service: str | None, task_id: str, grade_cache: int) -> float:
     env = SWEEnv(service=service, split="all", grade_cache=grade_cache)
     try:
-        observation, info = await env.areset(options={"task": task_id})
-        messages = [
-            {"role": "system", "content": info["system_prompt"]},
-            {"role": "user", "content": observation},
-        ]
-        while True:
-            action = expert.solve(env.task, messages)
-            observation, reward, terminated, truncated, _ = await env.astep(action)
-            messages += [
-                {"role": "assistant", "content": action},
-                {"role": "user", "content": observation},
-            ]
-            if terminated or truncated:
-                return reward
+        episode = await play_episode(env, expert.solve, options={"task": task_id})
+        return episode.final_reward
     finally:
         await env.aclose()
 

@@ -25,6 +25,7 @@ from rich.table import Table
 import agentenv
 from agentenv.envs.tooluse.world import expert
 from agentenv.launch import service_scope
+from agentenv.play import play_episode
 
 OUT = Path(__file__).parent / "results" / "tooluse.json"
 MODES = {"in-process": None, "HTTP (local uvicorn)": "local"}
@@ -34,20 +35,9 @@ async def episode(service: str | None, seed: int) -> tuple[int, int, bool]:
     """(steps, tool calls, success) of one expert-played episode."""
     env = agentenv.make("tooluse-v0", service=service, split="test")
     try:
-        observation, info = await env.areset(seed=seed)
-        messages = [
-            {"role": "system", "content": info["system_prompt"]},
-            {"role": "user", "content": observation},
-        ]
-        steps = calls = 0
-        while True:
-            action = expert.solve(env.task, messages)
-            observation, _, terminated, truncated, info = await env.astep(action)
-            steps += 1
-            calls += len(info["tool_calls"])
-            messages += [{"role": "assistant", "content": action}, *info.get("messages", [])]
-            if terminated or truncated:
-                return steps, calls, bool(info["success"])
+        episode = await play_episode(env, expert.solve, seed=seed)
+        calls = sum(len(info["tool_calls"]) for info in episode.infos[1:])
+        return episode.steps, calls, episode.success
     finally:
         await env.aclose()
 

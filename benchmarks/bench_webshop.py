@@ -33,6 +33,7 @@ from rich.table import Table
 import agentenv
 from agentenv.envs.webshop import expert
 from agentenv.launch import service_scope
+from agentenv.play import play_episode
 
 OUT = Path(__file__).parent / "results" / "webshop.json"
 SIZES = (1_000, 10_000, 100_000)
@@ -98,22 +99,8 @@ async def episode(service: str | None, task_id: str) -> tuple[int, bool]:
     """(steps, success) of one expert-played episode."""
     env = agentenv.make("webshop-v0", service=service, split="test")
     try:
-        observation, info = await env.areset(options={"task": task_id})
-        messages = [
-            {"role": "system", "content": info["system_prompt"]},
-            {"role": "user", "content": observation},
-        ]
-        steps = 0
-        while True:
-            action = expert.solve(env.task, messages)
-            observation, _, terminated, truncated, info = await env.astep(action)
-            steps += 1
-            messages += [
-                {"role": "assistant", "content": action},
-                {"role": "user", "content": observation},
-            ]
-            if terminated or truncated:
-                return steps, bool(info["success"])
+        episode = await play_episode(env, expert.solve, options={"task": task_id})
+        return episode.steps, episode.success
     finally:
         await env.aclose()
 

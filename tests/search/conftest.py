@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from agentenv.envs.search import expert
 from agentenv.envs.search.env import SearchEnv
 from agentenv.envs.search.tasks import Task
+from agentenv.play import Actor, Episode, play_episode
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,35 +27,11 @@ def search_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
         os.environ["AGENTENV_CACHE"] = previous
 
 
-Actor = Callable[[Task, list[dict[str, str]]], str]
-
-
-async def play(
+def play(
     env: SearchEnv, task: Task | str | None = None, actor: Actor = expert.solve, seed: int = 0
-) -> dict[str, Any]:
-    """One episode; returns the messages, rewards and infos."""
-    options = {"task": task} if task is not None else None
-    observation, info = await env.areset(seed=seed, options=options)
-    messages = [
-        {"role": "system", "content": info["system_prompt"]},
-        {"role": "user", "content": observation},
-    ]
-    infos, rewards = [info], []
-    while True:
-        action = actor(env.task, messages)
-        messages.append({"role": "assistant", "content": action})
-        observation, reward, terminated, truncated, info = await env.astep(action)
-        messages.append({"role": "user", "content": observation})
-        infos.append(info)
-        rewards.append(reward)
-        if terminated or truncated:
-            return {
-                "messages": messages,
-                "infos": infos,
-                "rewards": rewards,
-                "success": info["success"],
-                "terminated": terminated,
-            }
+) -> Awaitable[Episode]:
+    """One episode of ``task`` (or the seed's task)."""
+    return play_episode(env, actor, seed=seed, options=None if task is None else {"task": task})
 
 
 @pytest.fixture

@@ -126,9 +126,9 @@ async def test_expert_solves_at_least_99_percent(env: SearchEnv, run_episode) ->
     tasks = env.world.tasks("test", 200)
     assert {t.hops for t in tasks} == {1, 2, 3, 4}
     results = [await run_episode(env, t) for t in tasks]
-    assert sum(r["success"] for r in results) / len(results) >= 0.99
-    assert all(r["rewards"][-1] == float(r["success"]) for r in results)
-    turns = [len(r["rewards"]) for r in results]
+    assert sum(r.success for r in results) / len(results) >= 0.99
+    assert all(r.rewards[-1] == float(r.success) for r in results)
+    turns = [len(r.rewards) for r in results]
     assert max(turns) <= env.max_turns
 
 
@@ -140,8 +140,8 @@ async def test_the_expert_thinks_only_when_the_prompt_asks(think: bool, run_epis
         results = [await run_episode(env, t) for t in env.world.tasks("test", 20, 1, 2)]
     finally:
         await env.aclose()
-    assert all(r["success"] for r in results)
-    actions = [m["content"] for r in results for m in r["messages"] if m["role"] == "assistant"]
+    assert all(r.success for r in results)
+    actions = [m["content"] for r in results for m in r.messages if m["role"] == "assistant"]
     assert all(("<think>" in a) is (think and a.startswith("<think>")) for a in actions)
     assert any("<think>" in a for a in actions) is think
 
@@ -152,8 +152,8 @@ async def test_random_baseline_never_breaks_the_env(env: SearchEnv, run_episode)
         await run_episode(env, None, lambda t, m: expert.random_action(t, m, rng), seed=s)
         for s in range(60)
     ]
-    assert sum(r["success"] for r in results) / len(results) < 0.2
-    assert any(not i["action_valid"] for r in results for i in r["infos"][1:])
+    assert sum(r.success for r in results) / len(results) < 0.2
+    assert any(not i["action_valid"] for r in results for i in r.infos[1:])
 
 
 # -- rewards --------------------------------------------------------------------------------------
@@ -321,7 +321,7 @@ async def test_qa_and_corpus_files(tmp_path, run_episode) -> None:
     _, info = await env.areset(seed=0)
     assert info["task_id"] in {t.id for t in tasks}
     result = await run_episode(env, tasks[0].id)
-    assert result["messages"][2]["content"].startswith("<search>")
+    assert result.messages[2]["content"].startswith("<search>")
     _, reward, terminated, _, info = await answer_episode(
         env, tasks[1].id, [f"<answer>{tasks[1].golden_answers[0]}</answer>"]
     )

@@ -35,7 +35,7 @@ async def test_local_mode_shares_one_server_per_world_and_the_scope_stops_it(
         envs = [SearchEnv(service="local") for _ in range(3)]
         for k, env in enumerate(envs):
             results = [await run_episode(env, f"test-h{h}-{k}") for h in (1, 2, 3, 4)]
-            assert all(r["success"] for r in results)
+            assert all(r.success for r in results)
         (server,) = pool.servers
         assert {env._client.url for env in envs} == {server.url}
         for env in envs:
@@ -51,8 +51,8 @@ async def test_remote_urls_are_used_round_robin(servers, run_episode) -> None:
     for k in range(6):
         remote = await run_episode(env, f"train-h2-{k}")
         local = await run_episode(in_process, f"train-h2-{k}")
-        assert remote["messages"] == local["messages"]
-        assert remote["success"]
+        assert remote.messages == local.messages
+        assert remote.success
     served = [httpx.get(f"{s.url}/stats").json()["served"]["requests"] for s in servers]
     assert all(n >= 5 for n in served), served
     await env.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 import numpy as np
@@ -14,6 +15,7 @@ import agentenv
 from agentenv.envs.swe import expert
 from agentenv.envs.swe.env import LEVELS, SUBMIT_MARKER, SWEEnv, command_kind, progress_from_tests
 from agentenv.evaluate import Suite, SuiteEntry, evaluate
+from agentenv.play import play_episode, replay
 from agentenv.policies.scripted import RandomPolicy, ScriptedPolicy
 from agentenv.sandbox import default_root
 from agentenv.service import EnvServiceError
@@ -25,13 +27,9 @@ def call(name: str, **arguments: object) -> str:
     return expert.call_text([{"name": name, "arguments": arguments}])
 
 
-async def play(env: SWEEnv, actions: list[str], **reset: object) -> tuple[float, dict]:
-    await env.areset(**reset)
-    for action in actions:
-        _, reward, terminated, truncated, info = await env.astep(action)
-        if terminated or truncated:
-            return reward, info
-    raise AssertionError("the episode did not end")
+async def play(env: SWEEnv, actions: list[str], **reset: Any) -> tuple[float, dict]:
+    episode = await play_episode(env, replay(actions), **reset)
+    return episode.final_reward, episode.info
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from agentenv.check import check_env  # noqa: E402
 from agentenv.envs.tooluse.mcp import expert  # noqa: E402
 from agentenv.envs.tooluse.mcp.client import POOL, close_servers  # noqa: E402
 from agentenv.envs.tooluse.mcp.env import TIME_SERVER, McpEnv  # noqa: E402
+from agentenv.play import play_episode  # noqa: E402
 from agentenv.policies.scripted import ScriptedPolicy  # noqa: E402
 from agentenv.rollout import EpisodeRequest, RolloutEngine  # noqa: E402
 from agentenv.service import EnvServiceError  # noqa: E402
@@ -235,32 +236,22 @@ def test_close_servers_stops_the_processes_and_they_start_again_on_use(any_tasks
 # ---------------------------------------------------------------------------------------------
 # The shipped example
 # ---------------------------------------------------------------------------------------------
-async def play(env: McpEnv, task_id: str) -> tuple[float, bool]:
-    """One episode of the expert: messages as a chat would hold them."""
-    obs, info = await env.areset(options={"task": task_id})
-    messages = [
-        {"role": "system", "content": info["system_prompt"]},
-        {"role": "user", "content": obs},
-    ]
-    while True:
-        action = expert.solve(env.task, messages)
-        obs, reward, terminated, truncated, info = await env.astep(action)
-        if terminated or truncated:
-            return reward, info["success"]
-        messages += [{"role": "assistant", "content": action}, *info["messages"]]
-
-
 @pytest.mark.parametrize("protocol", ["native", "text"])
 async def test_the_expert_solves_the_time_example(protocol):
     first = agentenv.make("mcp-time-v0", protocol=protocol)
     ids = [i for split in first.splits() for i in first.task_ids(split)]
     assert len(ids) == 64
     envs = [agentenv.make("mcp-time-v0", protocol=protocol) for _ in ids]
-    results = await asyncio.gather(*(play(env, i) for env, i in zip(envs, ids, strict=True)))
-    rate = sum(success for _, success in results) / len(results)
+    results = await asyncio.gather(
+        *(
+            play_episode(env, expert.solve, options={"task": i})
+            for env, i in zip(envs, ids, strict=True)
+        )
+    )
+    rate = sum(r.success for r in results) / len(results)
     print(f"expert success on mcp-time-v0 ({protocol}): {rate:.1%}")
     assert rate >= 0.99
-    assert all(reward == 1.0 for reward, _ in results if reward)
+    assert all(r.final_reward == 1.0 for r in results if r.final_reward)
     for env in [first, *envs]:
         await env.aclose()
 

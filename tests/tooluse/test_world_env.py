@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import Callable
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
@@ -15,42 +15,15 @@ import pytest
 from agentenv.envs.tooluse.world import expert
 from agentenv.envs.tooluse.world.env import SYSTEM_PROMPT, ToolWorldEnv
 from agentenv.envs.tooluse.world.tasks import Task
+from agentenv.play import Actor, Episode, assistant_message, play_episode
 from agentenv.registry import make
 from agentenv.rewards.toolcall import toolrl_score
-from agentenv.toolcalls import decode_action
-
-Actor = Callable[[Task, list[dict[str, Any]]], str]
 
 
-def assistant_message(env: ToolWorldEnv, action: str, turn: int) -> dict[str, Any]:
-    """The assistant turn as a rollout records it: OpenAI tool calls under the native
-    protocol, the text under the text protocol."""
-    if env.protocol == "native":
-        return decode_action(action).with_ids(f"call_{turn}_").to_openai()
-    return {"role": "assistant", "content": action}
-
-
-async def play(
+def play(
     env: ToolWorldEnv, task: str | Task | None = None, actor: Actor = expert.solve, seed: int = 0
-) -> dict[str, Any]:
-    observation, info = await env.areset(seed=seed, options={"task": task} if task else None)
-    messages = [
-        {"role": "system", "content": info["system_prompt"]},
-        {"role": "user", "content": observation},
-    ]
-    infos, rewards = [info], []
-    while True:
-        action = actor(env.task, messages)
-        messages.append(assistant_message(env, action, len(rewards)))
-        observation, reward, terminated, truncated, info = await env.astep(action)
-        messages += info.get("messages") or [{"role": "user", "content": observation}]
-        infos.append(info)
-        rewards.append(reward)
-        if terminated or truncated:
-            return {
-                "messages": messages, "infos": infos, "rewards": rewards,
-                "success": info["success"], "terminated": terminated,
-            }  # fmt: skip
+) -> Awaitable[Episode]:
+    return play_episode(env, actor, seed=seed, options={"task": task} if task else None)
 
 
 @pytest.fixture(params=["native", "text"])
@@ -64,24 +37,22 @@ async def test_the_expert_solves_at_least_99_percent_of_generated_tasks(env) -> 
     ids = [f"test-{i}" for i in range(150)] + [f"compositional-{i}" for i in range(150)]
     ids += [f"train-{i}" for i in range(100)]
     results = [await play(env, task_id) for task_id in ids]
-    solved = sum(r["success"] for r in results)
+    solved = sum(r.success for r in results)
     assert solved / len(ids) >= 0.99, [
-        i for i, r in zip(ids, results, strict=True) if not r["success"]
+        i for i, r in zip(ids, results, strict=True) if not r.success
     ][:5]
     for task_id, result in zip(ids, results, strict=True):
-        if not result["success"]:
+        if not result.success:
             continue
-        final = result["infos"][-1]["reward_components"]
+        final = result.infos[-1]["reward_components"]
         assert final["state_match"] == final["facts"] == final["outcome"] == 1.0
         assert final["toolrl"] == 3.0
-        assert all(i["action_valid"] for i in result["infos"][1:])
-        assert all(i["reward_components"]["format"] == 1.0 for i in result["infos"][1:])
+        assert all(i["action_valid"] for i in result.infos[1:])
+        assert all(i["reward_components"]["format"] == 1.0 for i in result.infos[1:])
         calls = env.get_task(task_id).num_calls
-        assert len(result["rewards"]) <= calls + 1  # one turn per call at most, then the answer
+        assert len(result.rewards) <= calls + 1  # one turn per call at most, then the answer
     parallel = [
-        r
-        for i, r in zip(ids, results, strict=True)
-        if len(r["rewards"]) <= env.get_task(i).num_calls
+        r for i, r in zip(ids, results, strict=True) if len(r.rewards) <= env.get_task(i).num_calls
     ]
     assert len(parallel) > 50  # independent calls go out together
 
@@ -93,8 +64,8 @@ async def test_the_random_baseline_rarely_succeeds(env) -> None:
         return expert.random_action(task, messages, rng)
 
     results = [await play(env, f"test-{i}", actor) for i in range(60)]
-    assert sum(r["success"] for r in results) <= 6
-    assert any(not i["action_valid"] for r in results for i in r["infos"][1:])
+    assert sum(r.success for r in results) <= 6
+    assert any(not i["action_valid"] for r in results for i in r.infos[1:])
 
 
 async def test_protocols_show_the_tools(env) -> None:
@@ -128,9 +99,9 @@ async def test_an_extra_write_fails_the_state_check_but_not_the_facts(env) -> No
         return action if "<tool_call>" in action or done else EXTRA_WRITE
 
     result = await play(env, task, meddler)
-    final = result["infos"][-1]["reward_components"]
-    assert final["state_match"] == 0.0 and final["facts"] == 1.0 and not result["success"]
-    assert final["toolrl"] < 3.0 and result["rewards"][-1] == 0.0
+    final = result.infos[-1]["reward_components"]
+    assert final["state_match"] == 0.0 and final["facts"] == 1.0 and not result.success
+    assert final["toolrl"] < 3.0 and result.rewards[-1] == 0.0
 
 
 async def test_a_wrong_answer_or_no_answer_fails(env) -> None:
@@ -140,13 +111,13 @@ async def test_a_wrong_answer_or_no_answer_fails(env) -> None:
 
     task = env.get_task("test-0")
     result = await play(env, task, wrong)
-    final = result["infos"][-1]["reward_components"]
-    assert final["state_match"] == 1.0 and final["facts"] < 1.0 and result["rewards"][-1] == 0.0
+    final = result.infos[-1]["reward_components"]
+    assert final["state_match"] == 1.0 and final["facts"] < 1.0 and result.rewards[-1] == 0.0
 
     short = ToolWorldEnv(protocol=env.protocol, max_turns=1, min_calls=3, irrelevance=0.0)
     result = await play(short, "test-0")
-    assert not result["terminated"] and not result["success"]
-    assert result["infos"][-1]["reward_components"]["outcome"] == 0.0
+    assert not result.terminated and not result.success
+    assert result.infos[-1]["reward_components"]["outcome"] == 0.0
     await short.aclose()
 
 
@@ -154,7 +125,7 @@ async def test_irrelevance_tasks_need_silence(env) -> None:
     silent = ToolWorldEnv(protocol=env.protocol, irrelevance=1.0)
     task = silent.get_task("test-1")
     assert task.no_tool
-    assert (await play(silent, task))["success"]
+    assert (await play(silent, task)).success
 
     def busy(task: Task, messages: list[dict[str, Any]]) -> str:
         if len(messages) == 2:
@@ -169,8 +140,8 @@ async def test_irrelevance_tasks_need_silence(env) -> None:
         )
     )
     result = await play(silent, shown, busy)
-    final = result["infos"][-1]["reward_components"]
-    assert final["state_match"] == final["facts"] == 1.0 and not result["success"]
+    final = result.infos[-1]["reward_components"]
+    assert final["state_match"] == final["facts"] == 1.0 and not result.success
     assert final["toolrl"] == -3.0
     await silent.aclose()
 
@@ -185,8 +156,8 @@ async def test_call_credit_sums_to_the_episode_toolrl_score(env) -> None:
 
     for i in range(20):
         result = await play(env, f"compositional-{i}", mixed)
-        credits = [info["reward_components"]["call_credit"] for info in result["infos"][1:]]
-        final = result["infos"][-1]["reward_components"]
+        credits = [info["reward_components"]["call_credit"] for info in result.infos[1:]]
+        final = result.infos[-1]["reward_components"]
         assert sum(credits) == pytest.approx(final["toolrl_score"])
         predicted = [r.call for r in env.call_log]
         assert final["toolrl_score"] == pytest.approx(toolrl_score(env.task.gold_calls, predicted))
@@ -213,8 +184,8 @@ async def test_bad_calls_are_invalid_and_explained(env) -> None:
 async def test_anchors_name_the_state_and_what_was_read(env) -> None:
     first = await play(env, "test-5")
     second = await play(env, "test-5")
-    anchors = [i["anchor"] for i in first["infos"]]
-    assert anchors == [i["anchor"] for i in second["infos"]]
+    anchors = [i["anchor"] for i in first.infos]
+    assert anchors == [i["anchor"] for i in second.infos]
     assert len(set(anchors)) == len(anchors) - 1  # the answer turn changes nothing
     assert all(hash(a) is not None for a in anchors)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import asdict
-from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +17,7 @@ from agentenv.envs.tooluse.world.db import WorldConfig, build_world
 from agentenv.envs.tooluse.world.env import SERVICE_FACTORY, ToolWorldEnv
 from agentenv.envs.tooluse.world.server import MAX_BODY_BYTES
 from agentenv.launch import LocalServer, service_scope
+from agentenv.play import play_episode
 from agentenv.service import RetryPolicy, ServiceClient
 from agentenv.sessions import ServiceSession
 
@@ -110,29 +110,17 @@ async def test_model_mistakes_are_answers_and_malformed_requests_are_http_errors
     await session.aclose()
 
 
-async def play(env: ToolWorldEnv, task_id: str) -> tuple[bool, list[str]]:
-    observation, info = await env.areset(options={"task": task_id})
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": info["system_prompt"]},
-        {"role": "user", "content": observation},
-    ]
-    while True:
-        action = expert.solve(env.task, messages)
-        messages.append({"role": "assistant", "content": action})
-        observation, reward, terminated, truncated, info = await env.astep(action)
-        messages.append({"role": "user", "content": observation})
-        if terminated or truncated:
-            return info["success"], [m["content"] for m in messages]
-
-
 async def test_remote_and_local_modes_play_like_in_process(server) -> None:
     remote, here = ToolWorldEnv(service=server.url, protocol="text"), ToolWorldEnv(protocol="text")
     async with service_scope() as pool:
         local = ToolWorldEnv(service="local", protocol="text")
         for i in range(12):
-            results = [await play(env, f"compositional-{i}") for env in (remote, here, local)]
-            assert all(ok for ok, _ in results)
-            assert results[0][1] == results[1][1] == results[2][1]
+            task = {"task": f"compositional-{i}"}
+            results = [
+                await play_episode(env, expert.solve, options=task) for env in (remote, here, local)
+            ]
+            assert all(r.success for r in results)
+            assert results[0].messages == results[1].messages == results[2].messages
         (launched,) = pool.servers
         assert launched.url != server.url
         await local.aclose()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
@@ -15,29 +13,7 @@ import agentenv
 from agentenv.env import EpisodeOverError
 from agentenv.envs.webshop import expert
 from agentenv.envs.webshop.env import WebShopEnv
-
-Actor = Callable[[Any, list[dict[str, str]]], str]
-
-
-async def play(env: WebShopEnv, actor: Actor, **reset: Any) -> dict[str, Any]:
-    observation, info = await env.areset(**reset)
-    messages = [
-        {"role": "system", "content": info["system_prompt"]},
-        {"role": "user", "content": observation},
-    ]
-    infos, rewards = [info], []
-    while True:
-        action = actor(env.task, messages)
-        observation, reward, terminated, truncated, info = await env.astep(action)
-        messages += [
-            {"role": "assistant", "content": action},
-            {"role": "user", "content": observation},
-        ]
-        infos.append(info)
-        rewards.append(reward)
-        if terminated or truncated:
-            return {"messages": messages, "infos": infos, "rewards": rewards, "info": info,
-                    "terminated": terminated}  # fmt: skip
+from agentenv.play import play_episode
 
 
 @pytest.fixture
@@ -51,28 +27,28 @@ async def env():
 async def test_expert_solves_at_least_95_percent(env, split) -> None:
     ids = env.task_ids(split)
     assert len(ids) >= 200
-    results = [await play(env, expert.solve, options={"task": task_id}) for task_id in ids]
-    success = np.mean([r["info"]["success"] for r in results])
+    results = [await play_episode(env, expert.solve, options={"task": task_id}) for task_id in ids]
+    success = np.mean([r.info["success"] for r in results])
     assert success >= 0.95, f"{split}: expert success {success:.3f}"
     for r in results:
-        assert r["info"]["success"] == (r["rewards"][-1] == 1.0)
+        assert r.info["success"] == (r.rewards[-1] == 1.0)
 
 
 async def test_random_baseline_rarely_succeeds(env) -> None:
     rng = np.random.default_rng(0)
     results = [
-        await play(env, lambda t, m: expert.random_action(t, m, rng), seed=seed)
+        await play_episode(env, lambda t, m: expert.random_action(t, m, rng), seed=seed)
         for seed in range(100)
     ]
-    success = np.mean([r["info"]["success"] for r in results])
+    success = np.mean([r.info["success"] for r in results])
     assert success < 0.1
-    assert any(not all(i["action_valid"] for i in r["infos"][1:]) for r in results)
+    assert any(not all(i["action_valid"] for i in r.infos[1:]) for r in results)
 
 
 async def test_progress_components_add_up_and_breakdown_is_reported(env) -> None:
     task = next(t for t in (env.get_task(i) for i in env.task_ids("test")) if len(t.options) >= 2)
-    result = await play(env, expert.solve, options={"task": task.id})
-    steps = result["infos"][1:]
+    result = await play_episode(env, expert.solve, options={"task": task.id})
+    steps = result.infos[1:]
     totals = {
         key: sum(i["reward_components"][key] for i in steps)
         for key in ("target_in_results", "target_opened", "options_progress", "format")
@@ -82,7 +58,7 @@ async def test_progress_components_add_up_and_breakdown_is_reported(env) -> None
     assert totals["format"] == len(steps)
     option_steps = [i["reward_components"]["options_progress"] for i in steps]
     assert option_steps.count(pytest.approx(1 / len(task.options))) == len(task.options)
-    last = result["info"]
+    last = result.info
     assert last["reward_components"]["score"] == 1.0 and last["reward_components"]["success"] == 1.0
     breakdown = last["reward_breakdown"]
     assert breakdown["total"] == 1.0 and breakdown["r_type"] == 1.0
@@ -148,8 +124,8 @@ async def test_success_reward_pays_only_wins() -> None:
     env = WebShopEnv(reward="success")
     try:
         task = env.get_task("test-5")
-        result = await play(env, expert.solve, options={"task": task.id})
-        assert result["rewards"][-1] == 1.0
+        result = await play_episode(env, expert.solve, options={"task": task.id})
+        assert result.rewards[-1] == 1.0
         await env.areset(options={"task": task.id})
         await env.astep(f"search[{task.name}]")
         await env.astep(f"click[{task.asin.lower()}]")

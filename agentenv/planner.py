@@ -12,6 +12,10 @@ constructor kwargs, so an env without a ``split`` argument is planned like any o
   ``n`` tasks with consecutive seeds.
 - :func:`train_episodes`: training walks a finite split in epochs, each a seeded permutation of
   its tasks (deterministic cycling); an unlimited split uses consecutive seeds.
+- :func:`demo_episodes`: the episodes SFT collects demonstrations on, one per task.
+
+Every episode's reset seed, task and sample seed (which seeds its generation) are computed here
+and nowhere else: :func:`eval_sample_seed` and :func:`train_sample_seed` say how.
 """
 
 from __future__ import annotations
@@ -154,17 +158,33 @@ def eval_tasks(source: TaskSource, n: int | None) -> int:
     return n
 
 
+def eval_sample_seed(seed: int, sample: int) -> int:
+    """The sample seed of sample ``sample`` of the evaluation task with reset seed ``seed``:
+    ``131 · seed + sample``, the same in every evaluation of that task."""
+    return seed * 131 + sample
+
+
+def train_sample_seed(run_seed: int, env: int, task: int, member: int, group_size: int) -> int:
+    """The sample seed of group member ``member`` on training task number ``task`` (counted
+    from 0 over the run) of the run's env number ``env``:
+    ``(1 000 003 · run_seed + 7 919 · env + task) · group_size + member``. It depends on the
+    task's position alone, not on the step that plays it, so a resumed run replays the same."""
+    return (run_seed * 1_000_003 + env * 7_919 + task) * group_size + member
+
+
 def eval_episodes(
     source: TaskSource, n: int | None, k: int, seed_offset: int
 ) -> list[tuple[EpisodeRequest, int]]:
     """``(request, sample)`` for ``n`` tasks × ``k`` samples: task ``i`` has seed
-    ``seed_offset + i`` (a finite split's ``i``-th task, an unlimited split's seeded draw)."""
+    ``seed_offset + i`` (a finite split's ``i``-th task, an unlimited split's seeded draw) and
+    sample ``s`` of it the sample seed :func:`eval_sample_seed`."""
     plan = []
     for i in range(eval_tasks(source, n)):
         seed = seed_offset + i
         for sample in range(k):
             traj_id = f"{source.env_id}/{seed}/{sample}"
-            request = request_for(source, seed, i, sample_seed=seed * 131 + sample, traj_id=traj_id)
+            sample_seed = eval_sample_seed(seed, sample)
+            request = request_for(source, seed, i, sample_seed=sample_seed, traj_id=traj_id)
             plan.append((request, sample))
     return plan
 
@@ -181,26 +201,38 @@ def train_episodes(
     group_size: int,
     *,
     seed_start: int,
-    sample_seed: int,
-    shuffle_seed: int,
+    run_seed: int,
+    env: int,
 ) -> list[EpisodeRequest]:
-    """``group_size`` episodes for each of training tasks ``start … start + n − 1`` of ``source``.
+    """``group_size`` episodes for each of training tasks ``start … start + n − 1`` of
+    ``source``, the run's env number ``env``.
 
     Task ``j`` has seed ``seed_start + j``; on a finite split it is task
-    ``epoch_order(size, j // size)[j % size]``, so training cycles through the split epoch by
-    epoch, deterministically.
+    ``epoch_order(size, j // size, run_seed)[j % size]``, so training cycles through the split
+    epoch by epoch, deterministically. Member ``g`` of its group has the sample seed
+    :func:`train_sample_seed` ``(run_seed, env, j, g, group_size)``.
     """
     requests = []
-    for i, j in enumerate(range(start, start + n)):
+    for j in range(start, start + n):
         index = j
         if source.finite:
-            index = int(epoch_order(source.size, j // source.size, shuffle_seed)[j % source.size])
+            index = int(epoch_order(source.size, j // source.size, run_seed)[j % source.size])
         seed = seed_start + j
         for g in range(group_size):
             traj_id = f"{source.env_id}/{seed}/{g}"
-            sample = sample_seed + i * group_size + g
+            sample = train_sample_seed(run_seed, env, j, g, group_size)
             requests.append(request_for(source, seed, index, sample_seed=sample, traj_id=traj_id))
     return requests
+
+
+def demo_episodes(source: TaskSource, n: int, seed_start: int) -> list[EpisodeRequest]:
+    """One episode on each of ``n`` tasks of ``source`` for demonstrations: task ``i`` has seed
+    ``seed_start + i`` (a finite split's ``i``-th task, modulo its size); no sample seed (a
+    demonstrator is scripted)."""
+    return [
+        request_for(source, seed, i, sample_seed=None, traj_id=f"{source.env_id}/{seed}/demo")
+        for i, seed in enumerate(range(seed_start, seed_start + n))
+    ]
 
 
 def split_counts(weights: Sequence[float], total: int) -> list[int]:

@@ -11,9 +11,11 @@ of three modes:
   pool (:mod:`agentenv.launch`);
 - **remote**: a list of base URLs, used round-robin over one pooled connection set.
 
-Every call has a timeout (:data:`DEFAULT_TIMEOUT`). Failures that may be transient (connection
-errors, timeouts, HTTP 502/503/504) are retried with exponential backoff, a bounded number of
-times; requests that are not idempotent are retried only when the connection was never made.
+Every call has a timeout (:data:`agentenv.retry.DEFAULT_TIMEOUT` by default). Failures that may
+be transient (connection errors, timeouts, HTTP 502/503/504: :data:`~agentenv.retry.GATEWAY_STATUS`;
+a tool service's 500 is a bug in it, which a retry repeats) are retried with exponential backoff,
+a bounded number of times, by :func:`agentenv.retry.send_with_retries`; requests that are not
+idempotent are retried only when the connection was never made.
 Each network URL has one :class:`CircuitBreaker` shared by every client of the process: after
 a few consecutive failures, calls to that URL fail at once (round-robin skips it while another
 URL is healthy) until a trial call after the cool-down succeeds. The final failure is an
@@ -22,7 +24,6 @@ URL is healthy) until a trial call after the cool-down succeeds. The final failu
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -39,32 +40,19 @@ from fastapi import FastAPI
 from gymnasium.envs.registration import load_env_creator
 
 from agentenv.limits import BodyLimit
+from agentenv.retry import Attempts, RequestFailed, RetryPolicy, send_with_retries
 
 IN_PROCESS_URL = "http://in-process"
 
 MAX_BODY_BYTES = 1 << 20
 """Default cap on a service's request bodies (1 MiB); a family with bigger requests raises it."""
 
-DEFAULT_TIMEOUT = 10.0
-"""Seconds one attempt of a service call may take.
 
-Measured on a 2-CPU machine (``docs/envs/search.md``), the search service's p99 is 4 ms unloaded,
-0.4 s with 256 clients sending back to back, 3.7 s with 256 clients sending 32-query batches:
-10 s stays above a saturated server's latency, while a stalled server costs an attempt 10 s
-instead of 30, and with the circuit breaker only the first few calls to it wait at all. Raise
-it (``RetryPolicy(timeout=...)``, ``SearchEnv(timeout=...)``) for slower backends."""
-
-
-class EnvServiceError(RuntimeError):
+class EnvServiceError(RequestFailed):
     """A tool service could not be reached or failed, after the bounded retries.
 
     ``url`` is the URL that failed; ``status`` the HTTP status when the service answered one.
     """
-
-    def __init__(self, message: str, url: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status = status
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,21 +250,6 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Timeout of one attempt (seconds), how many retries after it, and the first backoff."""
-
-    timeout: float = DEFAULT_TIMEOUT
-    retries: int = 3
-    backoff: float = 0.1
-
-    def delays(self) -> list[float]:
-        return [self.backoff * 2**i for i in range(self.retries)]
-
-
-_RETRYABLE_STATUS = {502, 503, 504}
-
-
 class ServiceClient:
     """Async JSON client of one tool service, in-process, local or remote (round-robin).
 
@@ -339,16 +312,16 @@ class ServiceClient:
                 return base, ticket
         return None
 
-    def _blocked(
-        self, method: str, url: str, attempts: int, last: str, base_url: str | None
-    ) -> EnvServiceError:
+    def _blocked(self, attempts: Attempts, base_url: str | None) -> EnvServiceError:
+        """Why ``attempts`` cannot go on: every breaker it may use is open."""
         bases = [base_url] if base_url else self.base_urls
         reasons = "; ".join(b.describe() for u in bases if (b := self._breaker(u)) is not None)
-        if attempts:
-            message = f"{method} {url} failed after {attempts} attempt(s): {last}; {reasons}"
+        made, call = attempts.made - 1, f"{attempts.method} {attempts.url}"
+        if made:
+            message = f"{call} failed after {made} attempt(s): {attempts.last}; {reasons}"
         else:
-            message = f"{method} {url} not sent: {reasons}"
-        return EnvServiceError(message, url=url)
+            message = f"{call} not sent: {reasons}"
+        return EnvServiceError(message, url=attempts.url)
 
     async def exchange(
         self,
@@ -366,68 +339,43 @@ class ServiceClient:
         open; the last failure raises :class:`EnvServiceError` naming the URL. HTTP 4xx and 500
         raise at once (retrying will not help) with the service's error detail.
         """
-        attempts, last = 0, ""
-        url = f"{base_url or self.url}{path}"
-        for delay in [0.0, *self.retry.delays()]:
-            if delay:
-                await asyncio.sleep(delay)
+        answered = ""
+
+        async def send(attempts: Attempts) -> httpx.Response:
+            nonlocal answered
             picked = self._pick(base_url)
             if picked is None:
-                raise self._blocked(method, url, attempts, last, base_url)
+                raise self._blocked(attempts, base_url)
             base, ticket = picked
-            url = f"{base}{path}"
-            attempts += 1
-            breaker = self._breaker(base)
+            attempts.url, attempts.tag, answered = f"{base}{path}", (base, ticket), base
             try:
-                response, last, retry = await self._attempt(method, url, json, idempotent)
-            except BaseException:
-                if breaker is not None:
+                return await self._client.request(method, attempts.url, json=json)
+            except httpx.TransportError:
+                raise
+            except BaseException:  # cancelled (a timeout too): no verdict on the URL from here
+                if (breaker := self._breaker(base)) is not None:
                     breaker.abandon(ticket)
                 raise
-            if response is not None:
-                if breaker is not None:
-                    breaker.succeeded()
-                return base, self._decode(method, url, response)
-            if breaker is not None:
-                breaker.failed(last, ticket)
-            if not retry:
-                break
-        raise EnvServiceError(f"{method} {url} failed after {attempts} attempt(s): {last}", url=url)
 
-    async def _attempt(
-        self, method: str, url: str, json: Any, idempotent: bool
-    ) -> tuple[httpx.Response | None, str, bool]:
-        """One attempt: the response, or None with why it failed and whether to retry."""
-        try:
-            response = await self._send(method, url, json)
-        except httpx.ConnectError as exc:
-            return None, f"cannot connect ({exc or type(exc).__name__})", True
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            timeout = self.retry.timeout
-            return (
-                None,
-                f"no answer within the {timeout:g}s timeout ({type(exc).__name__})",
-                idempotent,
-            )
-        except httpx.TransportError as exc:
-            return None, f"{type(exc).__name__}: {exc}", idempotent
-        if response.status_code in _RETRYABLE_STATUS:
-            return None, f"HTTP {response.status_code}: {response.text[:200]}", idempotent
-        return response, "", False
+        def settle(attempts: Attempts, failure: str | None) -> None:
+            base, ticket = attempts.tag
+            if (breaker := self._breaker(base)) is None:
+                return
+            if failure is None:
+                breaker.succeeded()
+            else:
+                breaker.failed(failure, ticket)
 
-    async def _send(self, method: str, url: str, json: Any) -> httpx.Response:
-        async with asyncio.timeout(self.retry.timeout):  # in-process calls too
-            return await self._client.request(method, url, json=json)
-
-    @staticmethod
-    def _decode(method: str, url: str, response: httpx.Response) -> Any:
-        if response.status_code >= 400:
-            raise EnvServiceError(
-                f"{method} {url} failed with HTTP {response.status_code}: {response.text[:500]}",
-                url=url,
-                status=response.status_code,
-            )
-        return response.json()
+        response = await send_with_retries(
+            send,
+            self.retry,
+            method=method,
+            url=f"{base_url or self.url}{path}",
+            idempotent=idempotent,
+            error=EnvServiceError,
+            settle=settle,
+        )
+        return answered, response.json()
 
     async def request(
         self,

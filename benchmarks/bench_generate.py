@@ -28,10 +28,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from agentenv.devices import resolve_dtype
 from agentenv.launch import LocalServer
 from agentenv.models import tiny
 from agentenv.policies.base import SamplingParams
-from agentenv.policies.hf import HFPolicy, default_dtype
+from agentenv.policies.hf import HFPolicy
 from agentenv.policies.openai import OpenAIPolicy
 
 SHAPES: dict[str, dict[str, Any]] = {
@@ -65,7 +66,7 @@ def model_folder(shape: str, device: str, workdir: Path) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=default_dtype(device))
+    model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype("auto", device))
     out = workdir / shape
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -36,8 +36,8 @@ from agentenv.envs.search.env import SERVICE_FACTORY
 from agentenv.envs.search.server import create_app
 from agentenv.launch import LocalServer, service_scope
 from agentenv.policies.scripted import ScriptedPolicy
+from agentenv.retry import DEFAULT_TIMEOUT
 from agentenv.rollout import EpisodeRequest, RolloutEngine
-from agentenv.service import DEFAULT_TIMEOUT
 
 BEFORE = {
     "commit": "0a42e81",

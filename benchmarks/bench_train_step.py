@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from agentenv.devices import resolve_device, resolve_dtype
 from agentenv.train.losses import rl_loss, token_logprobs_and_entropy
 
 SHAPES = {
@@ -84,8 +85,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="bench_train_step.json")
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    device = resolve_device("auto")
+    dtype = resolve_dtype("auto", device)
     model = build(args.shape, device, dtype)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     vocab = SHAPES[args.shape]["vocab_size"]

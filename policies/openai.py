@@ -24,9 +24,9 @@ as OpenAI dicts or :class:`~agentenv.toolcalls.AssistantMessage` objects, their 
 sent as JSON strings whatever form they were given in.
 
 Requests carry vLLM's ``include_stop_str_in_output: true`` so a stop string stays in the text,
-as it does in the ids. Transient failures (connection errors, timeouts, HTTP 429/5xx) are
-retried with exponential backoff (honouring ``Retry-After``); a concurrency cap bounds the
-requests in flight.
+as it does in the ids. Transient failures (connection errors, timeouts, the statuses of
+:data:`INFERENCE_STATUS`) are retried with exponential backoff, honouring ``Retry-After``
+(:func:`agentenv.retry.send_with_retries`); a concurrency cap bounds the requests in flight.
 """
 
 from __future__ import annotations
@@ -47,6 +47,13 @@ from agentenv.policies.base import (
     SamplingParams,
     score_pairs,
 )
+from agentenv.retry import (
+    GATEWAY_STATUS,
+    Attempts,
+    RequestFailed,
+    RetryPolicy,
+    send_with_retries,
+)
 from agentenv.toolcalls import (
     AssistantMessage,
     ToolCallError,
@@ -56,15 +63,16 @@ from agentenv.toolcalls import (
 
 log = logging.getLogger(__name__)
 
-_RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+INFERENCE_STATUS = GATEWAY_STATUS | {408, 409, 429, 500}
+"""The statuses on which a call to an inference server is retried, as the OpenAI SDK retries
+them: a server that is down or restarting (:data:`~agentenv.retry.GATEWAY_STATUS`), and one
+under load — 429 (too many requests: its queue is full), 408 (request timeout), 409 (lock
+timeout) and 500 (an engine fault that the next batch may not hit). A tool service's 500 is a
+bug in it, so :mod:`agentenv.service` does not retry it."""
 
 
-class PolicyServerError(RuntimeError):
+class PolicyServerError(RequestFailed):
     """An inference server failed or could not be reached (after the bounded retries)."""
-
-    def __init__(self, message: str, url: str) -> None:
-        super().__init__(message)
-        self.url = url
 
 
 class OpenAIPolicy:
@@ -80,9 +88,9 @@ class OpenAIPolicy:
             a model folder). The rollout engine needs it to build prompts; generation itself
             only uses it for the re-encoding fallback.
         max_concurrency: most requests in flight at once.
-        retries, backoff, timeout: transient failures are retried ``retries`` times, waiting
-            ``backoff * 2**k`` seconds (or the server's ``Retry-After``); each attempt may take
-            ``timeout`` seconds.
+        retries, backoff, timeout: transient failures (:data:`INFERENCE_STATUS`) are retried
+            ``retries`` times, waiting ``backoff * 2**k`` seconds (or the server's
+            ``Retry-After``); each attempt may take ``timeout`` seconds.
     """
 
     def __init__(
@@ -103,8 +111,9 @@ class OpenAIPolicy:
         self.model = model
         self.name = name or model
         self.tokenizer = _resolve_tokenizer(tokenizer)
-        self.retries = retries
-        self.backoff = backoff
+        self.retry = RetryPolicy(
+            timeout=timeout, retries=retries, backoff=backoff, retryable=INFERENCE_STATUS
+        )
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
             timeout=timeout,
@@ -120,26 +129,15 @@ class OpenAIPolicy:
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST JSON to ``{base_url}{path}`` with retries; raise PolicyServerError naming the URL."""
         url = f"{self.base_url}{path}"
-        last = ""
+
+        async def send(attempts: Attempts) -> httpx.Response:
+            return await self._client.post(url, json=body)
+
         async with self._slots:
-            for attempt in range(self.retries + 1):
-                delay = self.backoff * 2**attempt
-                try:
-                    response = await self._client.post(url, json=body)
-                except httpx.TransportError as exc:
-                    last = f"{type(exc).__name__}: {exc}"
-                else:
-                    if response.status_code < 400:
-                        return response.json()
-                    last = f"HTTP {response.status_code}: {response.text[:500]}"
-                    if response.status_code not in _RETRYABLE_STATUS:
-                        raise PolicyServerError(f"POST {url} failed with {last}", url)
-                    delay = _retry_after(response, delay)
-                if attempt < self.retries:
-                    await asyncio.sleep(delay)
-        raise PolicyServerError(
-            f"POST {url} failed after {self.retries + 1} attempt(s): {last}", url
-        )
+            response = await send_with_retries(
+                send, self.retry, method="POST", url=url, error=PolicyServerError
+            )
+        return response.json()
 
     # -- Policy protocol -----------------------------------------------------------------------
     async def generate(
@@ -333,13 +331,6 @@ def _resolve_tokenizer(tokenizer: Any) -> Any:
     if tokenizer is None or not isinstance(tokenizer, str):
         return tokenizer
     return load_tokenizer(tokenizer)
-
-
-def _retry_after(response: httpx.Response, default: float) -> float:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", default)))
-    except ValueError:
-        return default
 
 
 def _ids_from_labels(labels: Sequence[str]) -> list[int] | None:

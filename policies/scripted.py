@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from agentenv.models import load_tokenizer
 from agentenv.policies.base import Completion, EpisodeContext, FinishReason, SamplingParams
 from agentenv.registry import UnknownEnvError, env_info
 
@@ -96,11 +97,7 @@ def random_actor(source: str | ModuleType | None) -> RandomAction:
 
 def default_tokenizer() -> Any:
     """The tiny model's tokenizer (built offline on first use)."""
-    from transformers import AutoTokenizer
-
-    from agentenv.models import tiny
-
-    return AutoTokenizer.from_pretrained(tiny())
+    return load_tokenizer("tiny")
 
 
 class _ExpertPolicy:

@@ -23,7 +23,9 @@ from typing import Any
 
 from agentenv import models
 from agentenv.models import load_tokenizer
+from agentenv.policies import scripted
 from agentenv.policies.base import Policy
+from agentenv.policies.openai import OpenAIPolicy
 
 SPEC_FORMS = (
     "PATH (a Hugging Face model folder)",
@@ -78,16 +80,12 @@ def load_policy(spec: str, **kwargs: Any) -> Policy:
         url, _, model = rest.partition("#")
         if not url or not model:
             raise _spec_error(spec, "an openai spec needs both a URL and '#MODEL'")
-        from agentenv.policies.openai import OpenAIPolicy
-
         if kwargs.get("tokenizer") is None:
             kwargs["tokenizer"] = _served_model_tokenizer(spec, model)
         return OpenAIPolicy(url, model, **kwargs)
     if head in SCRIPTED:
-        from agentenv.policies import scripted
-
         return getattr(scripted, SCRIPTED[head])(rest or None, **kwargs)
-    from agentenv.policies.hf import HFPolicy
+    from agentenv.policies.hf import HFPolicy  # torch: the train extra
 
     path = model_path(spec)
     kwargs.setdefault("name", spec if "/" not in spec else path.name)

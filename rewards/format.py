@@ -1,8 +1,11 @@
 """Format rewards: tag-protocol validation as reward components.
 
-- :func:`search_r1_sequence`: the Search-R1 protocol (Jin et al., arXiv 2503.09516) as a state
-  machine over a whole response: ``<think>`` → (``<search>`` → ``<information>`` → ``<think>``)*
-  → ``<answer>``, nothing but whitespace between blocks.
+- :func:`search_r1_action`: the action of one Search-R1 turn (Jin et al., arXiv 2503.09516): its
+  first ``<search>`` or ``<answer>`` block. ``search-v0`` reads its agent's actions with it, and
+  its ``format`` components say whether one was found.
+- :func:`search_r1_sequence`: the Search-R1 protocol as a state machine over a whole response
+  (a rollout written as one string, as Search-R1 trains): ``<think>`` → (``<search>`` →
+  ``<information>`` → ``<think>``)* → ``<answer>``, nothing but whitespace between blocks.
 - :func:`balanced_tags`: IGPO's format check (arXiv 2510.14967): every ``<think>/<answer>/
   <tool_call>/<code>`` tag is balanced and an ``<answer>`` exists (failure reward −2.0 there).
 - :func:`tool_calls`: ``<tool_call>{json}</tool_call>`` blocks with a ``name`` and an
@@ -24,6 +27,7 @@ __all__ = [
     "FormatCheck",
     "balanced_tags",
     "format_reward",
+    "search_r1_action",
     "search_r1_sequence",
     "tool_calls",
 ]
@@ -56,6 +60,29 @@ _NEXT: dict[str, tuple[str, ...]] = {
     "information": ("think",),
     "answer": (),
 }
+
+
+def search_r1_action(text: str) -> tuple[str | None, str]:
+    """``(kind, content)`` of the first ``<search>…</search>`` or ``<answer>…</answer>`` in
+    ``text`` (the regex ``<(search|answer)>(.*?)</\\1>``), or ``(None, "")``.
+
+    Linear time: once a tag has no closing tag after some opening, later openings of it are
+    skipped.
+    """
+    position = 0
+    closed = {"search": True, "answer": True}
+    while True:
+        starts = {tag: text.find(f"<{tag}>", position) for tag in closed if closed[tag]}
+        starts = {tag: i for tag, i in starts.items() if i >= 0}
+        if not starts:
+            return None, ""
+        tag = min(starts, key=starts.__getitem__)
+        begin = starts[tag] + len(tag) + 2
+        end = text.find(f"</{tag}>", begin)
+        if end >= 0:
+            return tag, text[begin:end].strip()
+        closed[tag] = False
+        position = starts[tag]
 
 
 def search_r1_sequence(text: str, *, require_answer: bool = True) -> FormatCheck:

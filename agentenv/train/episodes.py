@@ -10,6 +10,7 @@ from agentenv.planner import TaskSource, eval_episodes, probe_all, split_counts,
 from agentenv.rollout import EpisodeRequest, RolloutConfig
 from agentenv.train.config import ConfigError, TrainConfig
 from agentenv.train.credit import INFO_GAIN
+from agentenv.train.process_rewards import component_names
 
 
 @dataclass
@@ -28,15 +29,14 @@ class DataCursor:
         for i, (env, source, n) in enumerate(zip(config.envs, sources, counts, strict=True)):
             if n == 0:
                 continue
-            sample_base = (config.seed * 1_000_003 + i * 7_919 + self.consumed[i]) * group_size
             requests += train_episodes(
                 source,
                 self.consumed[i],
                 n,
                 group_size,
                 seed_start=env.train_seed_start,
-                sample_seed=sample_base,
-                shuffle_seed=config.seed,
+                run_seed=config.seed,
+                env=i,
             )
             self.consumed[i] += n
         return requests
@@ -54,14 +54,15 @@ async def probe_envs(config: TrainConfig) -> tuple[list[TaskSource], list[TaskSo
 
 def check_component_names(config: TrainConfig, sources: list[TaskSource]) -> None:
     """:class:`ConfigError` for a reward component named in ``algorithm.process_rewards`` or
-    ``algorithm.gating.step_components`` that none of the envs declares (unchecked when an env
-    declares no components)."""
+    ``algorithm.gating.step_components`` that none of the envs declares, nor credit assignment
+    adds (unchecked when an env declares no components)."""
     if not sources or not all(s.reward_components for s in sources):
         return
     algorithm = config.algorithm
     known = {c for s in sources for c in s.reward_components}
     if algorithm.info_gain.enabled:
         known.add(INFO_GAIN)
+    known.update(component_names(algorithm))
     named = [(f"algorithm.process_rewards.{c}", c) for c in algorithm.process_rewards]
     if algorithm.gating.enabled:
         named += [

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -83,7 +84,7 @@ class MetricsLogger:
         self._file = self.path.open("a" if append else "w", encoding="utf-8")
         self._writer = None
         if tensorboard:
-            try:
+            try:  # the tensorboard extra
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
                 raise RuntimeError(
@@ -155,8 +156,6 @@ class MetricsLogger:
 
 def summarize_values(prefix: str, values: Iterable[float]) -> dict[str, float]:
     """``{prefix}_mean/std/min/max`` of a sequence (empty → nothing)."""
-    import numpy as np
-
     arr = np.asarray(list(values), dtype=np.float64)
     if arr.size == 0:
         return {}

@@ -1,6 +1,6 @@
-"""The trained model's plumbing, shared by every stage (warm-up, SFT, RL): seeding, device and
-dtype, the model folders (where training starts, load, save) and the optimizer with its
-schedule and one optimizer step."""
+"""The trained model's plumbing, shared by every stage (warm-up, SFT, RL): seeding, loading on
+the device and in the dtype :mod:`agentenv.devices` picks, the model folders (where training
+starts, load, save) and the optimizer with its schedule and one optimizer step."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
+from agentenv import models
+from agentenv.devices import resolve_device, resolve_dtype
 from agentenv.train.config import ConfigError, TrainConfig
 
 FINAL_MODEL = "model"
@@ -19,8 +23,6 @@ FINAL_MODEL = "model"
 
 def quiet_transformers() -> None:
     """No per-file progress bars from transformers while saving and loading checkpoints."""
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()
 
 
@@ -30,22 +32,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
-
-
 def model_path(config: TrainConfig) -> Path:
     """The folder the policy starts from: ``init_from`` (a model or run folder) or ``spec``."""
-    from agentenv import models
-
     if config.model.init_from:
         start = Path(config.model.init_from)
         for candidate in (start / FINAL_MODEL, start):
@@ -65,8 +53,6 @@ def model_path(config: TrainConfig) -> Path:
 
 def load_trainable(config: TrainConfig, start: Path) -> tuple[Any, Any, torch.device]:
     """The model at ``start`` (on ``model.device`` in ``model.dtype``), its tokenizer, the device."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     device = resolve_device(config.model.device)
     dtype = resolve_dtype(config.model.dtype, device)
     model = AutoModelForCausalLM.from_pretrained(start, dtype=dtype).to(device)
@@ -95,7 +81,7 @@ def lr_lambda(total: int, warmup: int, schedule: str, floor: float):
 
 
 def build_optimizer(
-    params: list[torch.nn.Parameter],
+    params: list[torch.nn.Parameter] | list[dict[str, Any]],
     lr: float,
     betas: tuple[float, float],
     eps: float,
@@ -105,6 +91,8 @@ def build_optimizer(
     schedule: str,
     floor: float,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``params`` (parameters, or parameter groups, a group's own ``lr`` replacing
+    ``lr``) and its schedule, which scales every group's lr alike."""
     optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(total, warmup, schedule, floor)

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from agentenv.evaluate import evaluate
+from agentenv.evaluate import evaluate, success_count
 from agentenv.policies.specs import load_policy
 from agentenv.train.config import TrainConfig, load_config
 from agentenv.train.episodes import eval_suite
@@ -67,8 +67,7 @@ async def baseline_success(config: TrainConfig) -> dict[str, float]:
         policy = load_policy(spec)
         seed_offset = config.envs[0].test_seed_start
         result = await evaluate(policy, suite, progress=False, seed_offset=seed_offset)
-        ok = [row for row in result.rows if row["status"] != "error"]
-        out[spec] = sum(row["success"] for row in ok) / max(1, len(ok))
+        out[spec] = success_count(result.rows).rate
     return out
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agentenv.planner import TaskSource, request_for, split_counts
+from agentenv.planner import TaskSource, demo_episodes, split_counts
 from agentenv.policies.specs import load_policy
 from agentenv.rollout import EpisodeRequest, RolloutEngine
 from agentenv.train.batching import TokenBatch, build_batch, micro_batches
@@ -46,14 +46,12 @@ DEMONSTRATIONS = "demonstrations.jsonl"
 
 def demonstration_requests(config: TrainConfig, sources: list[TaskSource]) -> list[EpisodeRequest]:
     """``sft.episodes`` training-split episodes, spread over the envs by weight."""
-    requests = []
     counts = split_counts([e.weight for e in config.envs], config.sft.episodes)
-    for source, n in zip(sources, counts, strict=True):
-        for i in range(n):
-            seed = config.sft.seed_start + i
-            traj_id = f"{source.env_id}/{seed}/demo"
-            requests.append(request_for(source, seed, i, sample_seed=None, traj_id=traj_id))
-    return requests
+    return [
+        request
+        for source, n in zip(sources, counts, strict=True)
+        for request in demo_episodes(source, n, config.sft.seed_start)
+    ]
 
 
 def assign_demonstrators(

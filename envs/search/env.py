@@ -3,7 +3,8 @@
 The agent reads a question and, turn by turn, either searches (``<search> query </search>``: the
 env calls the retriever's ``/retrieve`` and answers ``<information>Doc 1(Title: t) text ...
 </information>``) or answers (``<answer> a </answer>``: the episode ends). The first
-``<(search|answer)>(.*?)</\\1>`` match of a message is its action; anything else gets
+``<(search|answer)>(.*?)</\\1>`` match of a message is its action
+(:func:`agentenv.rewards.format.search_r1_action`); anything else gets
 :data:`INVALID_ACTION_HINT` and the episode goes on. On the last of ``max_turns`` turns search is
 refused; an episode without an answer is truncated there.
 
@@ -49,14 +50,10 @@ from agentenv.envs.search.tasks import (
     load_qa_splits,
 )
 from agentenv.launch import connect
+from agentenv.retry import DEFAULT_TIMEOUT, RetryPolicy
+from agentenv.rewards.format import search_r1_action
 from agentenv.rewards.outcome import exact_match, f1_score, search_r1_format_score
-from agentenv.service import (
-    DEFAULT_TIMEOUT,
-    EnvServiceError,
-    RetryPolicy,
-    ServiceClient,
-    config_key,
-)
+from agentenv.service import EnvServiceError, ServiceClient, config_key
 
 SERVICE_FACTORY = "agentenv.envs.search.server:create_app"
 INVALID_ACTION_HINT = (
@@ -95,29 +92,6 @@ on the last one you must answer."""
 _CHECKED: set[tuple[tuple[str, ...], str]] = set()
 """(service URLs, corpus key) pairs whose corpus check passed in this process: the envs of a run
 (one per episode) check a remote service once, not once per episode."""
-
-
-def parse_action(text: str) -> tuple[str | None, str]:
-    """``(kind, content)`` of the first ``<search>…</search>`` or ``<answer>…</answer>`` in
-    ``text`` (the regex ``<(search|answer)>(.*?)</\\1>``), or ``(None, "")``.
-
-    Linear time: once a tag has no closing tag after some opening, later openings of it are
-    skipped.
-    """
-    position = 0
-    closed = {"search": True, "answer": True}
-    while True:
-        starts = {tag: text.find(f"<{tag}>", position) for tag in closed if closed[tag]}
-        starts = {tag: i for tag, i in starts.items() if i >= 0}
-        if not starts:
-            return None, ""
-        tag = min(starts, key=starts.__getitem__)
-        begin = starts[tag] + len(tag) + 2
-        end = text.find(f"</{tag}>", begin)
-        if end >= 0:
-            return tag, text[begin:end].strip()
-        closed[tag] = False
-        position = starts[tag]
 
 
 def format_information(hits: list[dict[str, Any]], max_chars: int) -> str:
@@ -171,7 +145,7 @@ class SearchEnv(TextEnv):
         think: whether the system prompt asks for ``<think>`` reasoning (the scripted expert
             thinks only when asked); ``False`` gives shorter prompts and expert actions.
         timeout: seconds per attempt of a retriever call (each retried up to 3 times on
-            transient failures; see :data:`agentenv.service.DEFAULT_TIMEOUT`). A URL that keeps
+            transient failures; see :data:`agentenv.retry.DEFAULT_TIMEOUT`). A URL that keeps
             failing opens its circuit breaker: calls to it then fail at once.
     """
 
@@ -425,7 +399,7 @@ class SearchEnv(TextEnv):
 
     async def _astep(self, action: str) -> tuple[str, float, bool, bool, dict]:
         last_turn = self.turn >= self.max_turns - 1
-        kind, content = parse_action(action)
+        kind, content = search_r1_action(action)
         valid = kind == "answer" or (kind == "search" and bool(content) and not last_turn)
         components = {"format": float(valid), "retrieval_hit": 0.0}
         self._format_valid &= valid

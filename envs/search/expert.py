@@ -12,13 +12,9 @@ import re
 
 import numpy as np
 
-from agentenv.envs.search.env import (
-    LAST_TURN_NOTE,
-    SEARCH_REFUSED,
-    THINK_INSTRUCTION,
-    parse_action,
-)
+from agentenv.envs.search.env import LAST_TURN_NOTE, SEARCH_REFUSED, THINK_INSTRUCTION
 from agentenv.envs.search.tasks import RELATIONS, Relation, Task
+from agentenv.rewards.format import search_r1_action
 
 _DOC_LINE = re.compile(r"^Doc \d+\(Title: (.*?)\) (.*)$", re.MULTILINE)
 _INFORMATION = re.compile(r"<information>(.*?)</information>", re.DOTALL)
@@ -63,7 +59,7 @@ def _searches(messages: list[dict[str, str]]) -> list[str]:
     queries = []
     for message in messages:
         if message.get("role") == "assistant":
-            kind, content = parse_action(message.get("content", ""))
+            kind, content = search_r1_action(message.get("content", ""))
             if kind == "search":
                 queries.append(content)
     return queries

@@ -674,7 +674,7 @@ def load_qa(path: str | Path, split: str = "train") -> list[Task]:
     if not path.is_file():
         raise FileNotFoundError(f"QA file not found: {path}")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # optional (the dev extra): parquet QA files only
 
         rows: Iterable[tuple[int, dict[str, Any]]] = enumerate(pq.read_table(path).to_pylist())
         where = "row"

@@ -58,7 +58,8 @@ from agentenv.envs.swe.tasks import SWETasks, instance_set
 from agentenv.envs.swe.tools import BASH, EDITOR, SUBMIT, TOOLS
 from agentenv.envs.tooluse.base import Outcome, Protocol, ToolEnv, ToolError
 from agentenv.launch import connect
-from agentenv.service import RetryPolicy, ServiceClient
+from agentenv.retry import RetryPolicy
+from agentenv.service import ServiceClient
 from agentenv.sessions import ServiceSession, SessionHolder
 from agentenv.toolcalls import ToolCall
 

@@ -2,6 +2,7 @@
 
 ``create_app``: stateless probes (echo, flaky, slow, die). ``create_session_app``: a counter
 per session over one shared catalogue of start values, built with the session conventions.
+``create_status_app``: answers a given sequence of HTTP statuses (the retry tests).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Response
 
 from agentenv.service import service_app
 from agentenv.sessions import session_app
@@ -111,4 +112,21 @@ def create_session_app(
     def closed() -> dict[str, int]:
         return {"closed": backend.closed}
 
+    return app
+
+
+def create_status_app(statuses: list[int], retry_after: str | None = None):
+    """``POST /call`` and ``POST /v1/completions`` answer ``statuses`` in turn (the last one from
+    then on), with a ``Retry-After`` header when given; ``GET /hits`` lists what they answered."""
+    app, hits = service_app("statuses"), []
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+
+    def answer() -> Response:
+        status = statuses[min(len(hits), len(statuses) - 1)]
+        hits.append(status)
+        return Response(f'{{"status": {status}}}', status, headers, "application/json")
+
+    app.post("/call")(answer)
+    app.post("/v1/completions")(answer)
+    app.get("/hits")(lambda: hits)
     return app

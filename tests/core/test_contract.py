@@ -170,7 +170,7 @@ def test_finite_eval_plays_each_task_once_and_refuses_more():
 
 def test_training_cycles_a_finite_split_epoch_by_epoch():
     source = TaskSource("finite-test-v0", {}, "test", 3, ("a", "b", "c"))
-    kwargs = {"seed_start": 0, "sample_seed": 0, "shuffle_seed": 7}
+    kwargs = {"seed_start": 0, "run_seed": 7, "env": 0}
     tasks = [r.task for r in train_episodes(source, 0, 9, 1, **kwargs)]
     assert all(sorted(tasks[i : i + 3]) == ["a", "b", "c"] for i in (0, 3, 6))
     resumed = [r.task for r in train_episodes(source, 4, 5, 1, **kwargs)]

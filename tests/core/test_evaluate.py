@@ -7,15 +7,19 @@ import json
 import pytest
 
 from agentenv.evaluate import (
+    SuccessCount,
     Suite,
     SuiteEntry,
     evaluate,
     load_suite,
     pass_at_k,
+    result_row,
+    success_count,
     summarize,
     tool_usage,
 )
 from agentenv.policies.scripted import RandomPolicy
+from agentenv.trajectory import Trajectory
 
 from . import tool_env  # noqa: F401  (registers calc-tools-test-v0)
 
@@ -56,6 +60,20 @@ def test_summarize_pass_at_k_and_errors():
     assert s.success_rate == pytest.approx(0.25)
     assert s.pass_at_k[1] == pytest.approx(0.25)
     assert s.pass_at_k[2] == pytest.approx(0.5)
+
+
+def test_success_count_leaves_errored_episodes_out_for_trajectories_and_rows():
+    outcomes = [("done", True), ("truncated", False), ("error", True), ("done", True)]
+    trajectories = [
+        Trajectory(f"t{i}", "g", "search-v0", "task", status=status, success=success)
+        for i, (status, success) in enumerate(outcomes)
+    ]
+    rows = [result_row(t, 0, 0.0) for t in trajectories]
+    expected = SuccessCount(episodes=4, errors=1, successes=2)
+    assert success_count(trajectories) == success_count(rows) == expected
+    assert expected.scored == 3
+    assert expected.rate == pytest.approx(2 / 3) and expected.error_rate == 0.25
+    assert success_count([]).rate == 0.0 and success_count(trajectories[2:3]).rate == 0.0
 
 
 def test_builtin_core_suite_and_bad_suite_files(tmp_path):

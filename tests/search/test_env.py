@@ -23,9 +23,9 @@ from agentenv.envs.search.env import (
     SEARCH_REFUSED,
     THINK_INSTRUCTION,
     SearchEnv,
-    parse_action,
 )
 from agentenv.envs.search.tasks import RELATIONS, WorldConfig, build_world, save_corpus, save_qa
+from agentenv.rewards.format import search_r1_action
 
 RESET_KEYS = {"task_id", "ground_truth", "system_prompt", "anchor"}
 STEP_KEYS = {"task_id", "reward_components", "action_valid", "anchor", "success"}
@@ -304,11 +304,11 @@ def test_sync_api_and_bad_constructor_arguments() -> None:
     )
 )
 @settings(max_examples=300, deadline=None)
-def test_parse_action_matches_the_search_r1_regex(pieces: list[str]) -> None:
+def test_search_r1_action_matches_the_search_r1_regex(pieces: list[str]) -> None:
     text = "".join(pieces)
     match = re.search(r"<(search|answer)>(.*?)</\1>", text, re.DOTALL)
     expected = (match[1], match[2].strip()) if match else (None, "")
-    assert parse_action(text) == expected
+    assert search_r1_action(text) == expected
 
 
 # -- public data ----------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from agentenv.envs.tooluse.world.tasks import (
 )
 from agentenv.envs.tooluse.world.tools import TOOLS
 from agentenv.launch import connect
+from agentenv.retry import DEFAULT_TIMEOUT, RetryPolicy
 from agentenv.rewards.toolcall import (
     call_credit,
     facts_in_answer,
@@ -53,7 +54,7 @@ from agentenv.rewards.toolcall import (
     toolrl_correctness,
     toolrl_score,
 )
-from agentenv.service import DEFAULT_TIMEOUT, RetryPolicy, ServiceClient
+from agentenv.service import ServiceClient
 from agentenv.sessions import ServiceSession, SessionHolder, check_served
 from agentenv.toolcalls import ToolCall, decode_action
 

@@ -23,7 +23,7 @@ import math
 import platform
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -51,6 +52,10 @@ from agentenv.transcript import (
     build_transcript,
     short_transcript,
 )
+
+EngineFactory = Callable[[Policy, RolloutConfig | None], RolloutEngine]
+"""What builds the engine of a run from its policy and rollout config: :class:`RolloutEngine`
+itself, or a fan-out's (:meth:`agentenv.scale.ray.RayFanout.engine`)."""
 
 TEST_SEED_OFFSET = 1_000_000
 """Evaluation seeds start here so they never coincide with small training seeds."""
@@ -126,6 +131,54 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+Episode = Trajectory | Mapping[str, Any]
+"""An episode as a :class:`~agentenv.trajectory.Trajectory` or as its ``results.jsonl`` row."""
+
+
+@dataclass
+class SuccessCount:
+    """Success over a set of episodes. An episode that ended in ``error`` (its service or env
+    failed, not its policy) is counted in ``errors`` and left out of the rate:
+    ``rate = successes / (episodes − errors)``, 0 when no episode is left."""
+
+    episodes: int = 0
+    errors: int = 0
+    successes: int = 0
+
+    @property
+    def scored(self) -> int:
+        """The episodes the rate is over: those that did not end in ``error``."""
+        return self.episodes - self.errors
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.scored if self.scored else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        """The share of episodes that ended in ``error`` (0 for none)."""
+        return self.errors / self.episodes if self.episodes else 0.0
+
+    def add(self, episode: Episode) -> None:
+        if isinstance(episode, Mapping):
+            status, success = episode["status"], episode["success"]
+        else:
+            status, success = episode.status, episode.success
+        self.episodes += 1
+        if status == "error":
+            self.errors += 1
+        else:
+            self.successes += bool(success)
+
+
+def success_count(episodes: Iterable[Episode]) -> SuccessCount:
+    """The :class:`SuccessCount` of ``episodes``: what evaluation reports and training logs."""
+    count = SuccessCount()
+    for episode in episodes:
+        count.add(episode)
+    return count
+
+
 @dataclass
 class EnvSummary:
     env: str
@@ -179,10 +232,13 @@ def result_row(
                 "components": t.reward_components,
                 "valid": t.action_valid,
                 "anchor": jsonable(t.anchor),
+                "entropy": t.entropy,
             }
             for t in traj.turns
         ],
     }
+    if "worker" in traj.metadata:  # where a fan-out engine played it (agentenv.scale.ray)
+        row["worker"] = traj.metadata["worker"]
     if transcript is not None:
         row["transcript"] = transcript
     return row
@@ -193,6 +249,7 @@ def summarize(rows: Sequence[dict[str, Any]], k: int) -> list[EnvSummary]:
     summaries = []
     for env_id in dict.fromkeys(r["env"] for r in rows):
         env_rows = [r for r in rows if r["env"] == env_id]
+        count = success_count(env_rows)
         ok = [r for r in env_rows if r["status"] != "error"]
         rewards = np.array([r["reward"] for r in ok], dtype=float)
         by_task: dict[Any, list[bool]] = {}
@@ -207,9 +264,9 @@ def summarize(rows: Sequence[dict[str, Any]], k: int) -> list[EnvSummary]:
         summaries.append(
             EnvSummary(
                 env=env_id,
-                episodes=len(env_rows),
-                errors=len(env_rows) - len(ok),
-                success_rate=float(np.mean([r["success"] for r in ok])) if ok else 0.0,
+                episodes=count.episodes,
+                errors=count.errors,
+                success_rate=count.rate,
                 reward_mean=float(rewards.mean()) if ok else 0.0,
                 reward_std=float(rewards.std()) if ok else 0.0,
                 pass_at_k=pass_k,
@@ -280,8 +337,7 @@ class EvalResult:
     @property
     def error_rate(self) -> float:
         """Share of episodes that ended in ``error`` (service or env failures, not wrong answers)."""
-        errors = sum(r["status"] == "error" for r in self.rows)
-        return errors / len(self.rows) if self.rows else 0.0
+        return success_count(self.rows).error_rate
 
 
 def _episode_key(row: dict[str, Any]) -> tuple[str, int, int]:
@@ -325,6 +381,7 @@ async def evaluate(
     config: dict[str, Any] | None = None,
     seed_offset: int = TEST_SEED_OFFSET,
     transcripts: TranscriptLimits | None = DEFAULT_LIMITS,
+    make_engine: EngineFactory = RolloutEngine,
 ) -> EvalResult:
     """Evaluate ``policy`` on ``suite``: ``n`` tasks per env × ``k`` samples each.
 
@@ -332,6 +389,8 @@ async def evaluate(
     anything is written. Services launched locally (``service="local"``) are shared by all the
     episodes and stopped at the end (:func:`agentenv.launch.service_scope`). Each row carries
     the episode's transcript capped by ``transcripts`` (None: no transcripts).
+    ``make_engine(policy, rollout)`` builds the engine that plays the episodes (e.g.
+    :meth:`agentenv.scale.ray.RayFanout.engine`, whose rows also say where each was played).
     """
     start = time.perf_counter()
     async with service_scope():
@@ -342,7 +401,7 @@ async def evaluate(
         kept = _open_results(results_path, resume)
         done = {_episode_key(r) for r in kept}
         todo = [(req, s) for req, s in plan if (req.env_id, req.seed, s) not in done]
-        engine = RolloutEngine(policy, rollout)
+        engine = make_engine(policy, rollout)
         rows = kept + await _play(engine, todo, results_path, progress, transcripts)
     rows.sort(key=_episode_key)
     summaries = summarize(rows, k)
@@ -438,19 +497,11 @@ class _Progress:
 
     def __init__(self, total: int, enabled: bool) -> None:
         self.total, self.enabled = total, enabled
-        self.successes = self.finished = 0
+        self.count = SuccessCount()
         self._progress = None
 
     def __enter__(self) -> _Progress:
         if self.enabled and self.total:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
             self._progress = Progress(
                 TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("success {task.fields[rate]}"), TimeElapsedColumn(),
@@ -460,10 +511,9 @@ class _Progress:
         return self
 
     def advance(self, row: dict[str, Any]) -> None:
-        self.finished += 1
-        self.successes += bool(row["success"])
+        self.count.add(row)
         if self._progress is not None:
-            rate = f"{self.successes / self.finished:.1%}"
+            rate = f"{self.count.rate:.1%}"
             self._progress.update(self._task, advance=1, rate=rate)
 
     def __exit__(self, *exc: object) -> None:
@@ -473,8 +523,6 @@ class _Progress:
 
 def summary_table(summaries: Sequence[EnvSummary], k: int, title: str = "evaluation") -> Any:
     """A rich Table of per-env summaries."""
-    from rich.table import Table
-
     table = Table(title=title)
     for col in ("env", "episodes", "errors", "success", "reward (mean ± std)"):
         table.add_column(col, justify="right" if col != "env" else "left")
@@ -522,8 +570,6 @@ def tool_usage(rows: Sequence[dict[str, Any]]) -> list[ToolUsage]:
 
 def tool_table(usage: Sequence[ToolUsage]) -> Any:
     """A rich Table of tool calls per env and tool."""
-    from rich.table import Table
-
     table = Table(title="tool calls")
     for col in ("env", "tool", "calls", "failed", "episodes"):
         table.add_column(col, justify="left" if col in ("env", "tool") else "right")
@@ -559,17 +605,18 @@ def failure_report(found: Sequence[Failure], *, max_reasons: int = 8) -> list[An
 
 
 def plot_summary(summaries: Sequence[EnvSummary], k: int, path: Path) -> None:
-    """Bar chart of success rate and pass@k per env."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Bar chart of success rate and pass@k per env (a bare Figure: no pyplot, so the calling
+    process's matplotlib backend is left as it is)."""
+    # Imported here: it costs 0.3-0.5 s of CPU, about what all of `agentenv --help` imports, which
+    # every importer of this module (the viewer, training) would pay for a plot it never draws.
+    from matplotlib.figure import Figure
 
     envs = [s.env for s in summaries]
     x = np.arange(len(envs))
     ks = sorted({1, k})
     width = 0.8 / len(ks)
-    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(envs) + 2), 3.5))
+    fig = Figure(figsize=(max(4, 1.6 * len(envs) + 2), 3.5))
+    ax = fig.subplots()
     for i, kk in enumerate(ks):
         vals = [s.pass_at_k.get(kk, 0.0) for s in summaries]
         bars = ax.bar(x + (i - (len(ks) - 1) / 2) * width, vals, width, label=f"pass@{kk}")
@@ -581,4 +628,3 @@ def plot_summary(summaries: Sequence[EnvSummary], k: int, path: Path) -> None:
     ax.set_title("success per env")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

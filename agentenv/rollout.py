@@ -411,6 +411,7 @@ class RolloutEngine:
                 action_tokens=len(completion.token_ids),
                 gen_seconds=gen_seconds,
                 env_seconds=env_seconds,
+                entropy=completion.mean_entropy,
             )
             traj.turns.append(record)
             if terminated or truncated:

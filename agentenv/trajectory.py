@@ -32,7 +32,13 @@ Status = Literal["done", "truncated", "error"]
 
 @dataclass
 class Turn:
-    """One action of the agent and what the env answered."""
+    """One action of the agent and what the env answered.
+
+    ``entropy`` is the action's mean per-token entropy under the policy
+    (:attr:`agentenv.policies.base.Completion.mean_entropy`: exact where the policy reports
+    entropies, else −mean log π of the sampled tokens); None where unknown (no log-probabilities,
+    or a record written before the field existed).
+    """
 
     index: int
     action: str
@@ -47,6 +53,7 @@ class Turn:
     observation_tokens: int = 0
     gen_seconds: float = 0.0
     env_seconds: float = 0.0
+    entropy: float | None = None
 
 
 @dataclass
@@ -196,7 +203,8 @@ class TurnTable:
     """Flat per-turn arrays over a batch of trajectories: the input of ``agentenv.rewards``.
 
     Row ``r`` is turn ``turn[r]`` of trajectory ``traj[r]`` (an index into the batch), in group
-    ``group[r]`` (an integer id per distinct ``group_id``).
+    ``group[r]`` (an integer id per distinct ``group_id``). ``entropy[r]`` is the turn's
+    :attr:`Turn.entropy` (NaN where unknown; all NaN when a table is built without it).
     """
 
     group: np.ndarray
@@ -208,6 +216,18 @@ class TurnTable:
     components: dict[str, np.ndarray]
     outcome: np.ndarray  # per trajectory: the episode return
     traj_group: np.ndarray  # per trajectory: its group id
+    entropy: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.entropy is None:
+            self.entropy = np.full(self.traj.shape, np.nan)
+
+    @property
+    def last_turn(self) -> np.ndarray:
+        """Bool per row: the row is its trajectory's last turn (its highest ``turn``)."""
+        last = np.full(self.outcome.shape[0], np.iinfo(np.int64).min)
+        np.maximum.at(last, self.traj, self.turn)
+        return self.turn == last[self.traj]
 
     @classmethod
     def from_trajectories(cls, trajectories: list[Trajectory]) -> TurnTable:
@@ -227,4 +247,8 @@ class TurnTable:
             },
             outcome=np.array([t.reward for t in trajectories], dtype=np.float64),
             traj_group=np.array([group_names[t.group_id] for t in trajectories], dtype=np.int64),
+            entropy=np.array(
+                [np.nan if turn.entropy is None else turn.entropy for _, _, turn in rows],
+                dtype=np.float64,
+            ),
         )

@@ -90,7 +90,9 @@ class Completion:
     ``logprobs[i]`` is log π(token_ids[i] | prompt, token_ids[:i]) under the model's raw
     distribution (temperature 1, no top-p/top-k), which is what PPO's ratio needs.
     ``finish_reason``: ``"stop"`` (a stop string matched), ``"eos"`` (end-of-sequence token),
-    ``"length"`` (``max_tokens`` reached).
+    ``"length"`` (``max_tokens`` reached). ``entropies[i]``, where the backend computes it
+    (HFPolicy), is the exact entropy −Σ_v π(v) log π(v) of that same raw distribution at
+    position i; None where the backend only reports the sampled tokens' log-probabilities.
     """
 
     token_ids: list[int]
@@ -98,6 +100,27 @@ class Completion:
     logprobs: list[float]
     finish_reason: FinishReason
     stop_string: str | None = None
+    entropies: list[float] | None = None
+
+    @property
+    def mean_entropy(self) -> float | None:
+        """The mean per-token entropy of the action, or None (no tokens, or not finite).
+
+        Exact (the mean of :attr:`entropies`) where the backend gives entropies; otherwise the
+        Monte-Carlo estimate Ĥ = −(1/n)·Σ_i log π(y_i | y_<i). Each term's expectation over
+        y_i ~ π(·|y_<i) is that position's entropy, so at temperature 1 without top-p/top-k
+        truncation Ĥ is an unbiased estimate of the mean per-token entropy along the sampled
+        action. Under any other sampling distribution q (temperature T ≠ 1, top-p, top-k) it
+        estimates the cross-entropy H(q, π) = H(q) + KL(q‖π) instead: below π's entropy when q
+        is sharper (greedy decoding gives −log of the top token's probability), above it when
+        q is flatter. A scripted policy (log-probabilities 0) has entropy 0.
+        """
+        values = self.entropies if self.entropies is not None else self.logprobs
+        if not self.token_ids or len(values) != len(self.token_ids):
+            return None
+        mean = float(np.mean(values))
+        value = mean if self.entropies is not None else 0.0 - mean
+        return value if np.isfinite(value) else None
 
 
 @dataclass

@@ -75,11 +75,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from peft import PeftConfig
+from peft.utils import load_peft_weights
 from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from agentenv.devices import resolve_device, resolve_dtype
 from agentenv.policies.base import (
     Completion,
     EpisodeContext,
@@ -168,7 +171,15 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log π(token) of each row's ``tokens`` under the raw distribution of ``logits``
     (temperature 1, no truncation, penalties or biases: what PPO's ratio needs, and what vLLM
     reports by default, ``logprobs_mode="raw_logprobs"``)."""
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, None])[:, 0]
+    return token_logprobs_and_entropy(logits, tokens)[0]
+
+
+def token_logprobs_and_entropy(
+    logits: torch.Tensor, tokens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`token_logprobs` and the entropy −Σ_v π(v) log π(v) of each row's raw distribution."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return logp.gather(-1, tokens[:, None])[:, 0], torch.special.entr(logp.exp()).sum(-1)
 
 
 def _inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -428,9 +439,10 @@ class _Row:
     watcher: StopWatcher
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
     finish: tuple[FinishReason, str | None] = ("length", None)
 
-    def push(self, token: int, logprob: float, eos: bool) -> bool:
+    def push(self, token: int, logprob: float, entropy: float, eos: bool) -> bool:
         """Record a sampled token; return whether the row is finished (why: :attr:`finish`).
 
         ``eos``: the token ends the row (an end-of-sequence token, or one of the extras'
@@ -438,6 +450,7 @@ class _Row:
         are out (a match must end in the text of a later token, as in vLLM)."""
         self.tokens.append(token)
         self.logprobs.append(logprob)
+        self.entropies.append(entropy)
         stop = self.watcher.push(token) if self.watcher.stops else None
         if len(self.tokens) <= self.request.sampling.extras.min_tokens:
             stop = None
@@ -640,17 +653,6 @@ def _is_token(value: Any, vocab_size: int) -> bool:
     return isinstance(value, int) and 0 <= value < vocab_size
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def default_dtype(device: str | torch.device) -> torch.dtype:
-    """bf16 on a CUDA device that supports it, float32 otherwise."""
-    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
-
-
 class HFPolicy:
     """A transformers causal LM as a :class:`~agentenv.policies.Policy`.
 
@@ -728,12 +730,13 @@ class HFPolicy:
         dtype: str | torch.dtype = "auto",
         **kwargs: Any,
     ) -> HFPolicy:
-        """Load a Hugging Face folder: CUDA when available (bf16 where supported), else CPU fp32."""
+        """Load a Hugging Face folder on ``device`` in ``dtype``; ``"auto"`` as
+        :mod:`agentenv.devices` resolves it (CUDA with bf16 where native, else CPU float32)."""
         folder = Path(path)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} is not a Hugging Face model folder (no config.json)")
-        target = default_device() if device == "auto" else device
-        torch_dtype = default_dtype(target) if dtype == "auto" else _as_dtype(dtype)
+        target = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, target)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(target)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         kwargs.setdefault("name", folder.name)
@@ -1106,13 +1109,14 @@ class HFPolicy:
 
     def _advance(self, group: _Group, logits: torch.Tensor) -> tuple[_Group | None, list[_Row]]:
         """Sample every row's next token from ``logits`` (one row each), processed by the
-        group's extras if any; its logprob is the raw one. Rows that finish (eos or a stop
-        token id, a stop string, their budget) leave the group and are returned."""
+        group's extras if any; its logprob and entropy are those of the raw distribution. Rows
+        that finish (eos or a stop token id, a stop string, their budget) leave the group and
+        are returned."""
         uniforms = torch.from_numpy(row_uniforms(group.seeds, group.generated)).to(self.device)
         processor = group.processor
         processed = logits if processor is None else processor(logits, group.temperature)
         chosen = sample_tokens(processed, group.temperature, group.top_p, group.top_k, uniforms)
-        chosen_lp = token_logprobs(logits, chosen)
+        chosen_lp, entropy = token_logprobs_and_entropy(logits, chosen)
         if processor is None:
             eos = torch.tensor(sorted(self.eos_token_ids), device=self.device)
             ends = torch.isin(chosen, eos).tolist()
@@ -1121,8 +1125,9 @@ class HFPolicy:
             ends = processor.finished(chosen).tolist()
         group.tokens, group.generated = chosen, group.generated + 1
         self.stats.generated_tokens += len(group.rows)
-        steps = zip(group.rows, chosen.tolist(), chosen_lp.tolist(), ends, strict=True)
-        done = [row.push(token, lp, end) for row, token, lp, end in steps]
+        lps, hs = torch.stack([chosen_lp, entropy]).tolist()
+        steps = zip(group.rows, chosen.tolist(), lps, hs, ends, strict=True)
+        done = [row.push(token, lp, h, end) for row, token, lp, h, end in steps]
         finished = [row for row, d in zip(group.rows, done, strict=True) if d]
         if not finished:
             return group, []
@@ -1138,7 +1143,7 @@ class HFPolicy:
 
     def _completion(self, row: _Row) -> Completion:
         text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        return Completion(row.tokens, text, row.logprobs, *row.finish)
+        return Completion(row.tokens, text, row.logprobs, *row.finish, entropies=row.entropies)
 
     # -- scoring -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -1265,15 +1270,6 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def _as_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    value = getattr(torch, dtype, None)
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'auto'")
-    return value
-
-
 _LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight")
 
 
@@ -1284,9 +1280,6 @@ def lora_deltas(model: Any, path: str | os.PathLike[str]) -> dict[str, torch.Ten
     2023), with peft's per-module ``alpha_pattern``. Plain LoRA on linear layers only: DoRA,
     LoRA biases, embedding adapters and ``modules_to_save`` are refused with a clear error.
     """
-    from peft import PeftConfig
-    from peft.utils import load_peft_weights
-
     folder = Path(path)
     if not (folder / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a peft adapter folder (no adapter_config.json)")

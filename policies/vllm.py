@@ -50,7 +50,7 @@ class VLLMPolicy:
         name: str | None = None,
         **engine_kwargs: Any,
     ) -> None:
-        from vllm import AsyncEngineArgs
+        from vllm import AsyncEngineArgs  # the vllm extra, as every vllm import here
 
         try:
             from vllm.v1.engine.async_llm import AsyncLLM as Engine
@@ -62,7 +62,7 @@ class VLLMPolicy:
             engine_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank)
         self.engine = Engine.from_engine_args(AsyncEngineArgs(model=model, **engine_kwargs))
         if tokenizer is None:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # installed with vllm
 
             tokenizer = AutoTokenizer.from_pretrained(model)
         self.tokenizer = tokenizer

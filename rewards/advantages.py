@@ -1,5 +1,5 @@
 """Advantage estimators: outcome-level (GRPO, Dr.GRPO, RLOO) and turn-level (MT-GRPO, IGPO,
-GiGPO, HGPO, A²TGPO, EMPG).
+GiGPO, HGPO, A²TGPO, EMPG, PPO's GAE over turns).
 
 Conventions (see ``docs/credit-assignment.md``):
 
@@ -36,6 +36,7 @@ __all__ = [
     "discounted_returns",
     "drgrpo",
     "empg",
+    "gae",
     "gigpo",
     "grpo",
     "hgpo",
@@ -631,3 +632,51 @@ def empg(
     nxt[:-1] = np.where(has_next[:-1], clarity[1:], 0.0)
     a_mod = g_mod * a + zeta * lay.unsort(nxt)
     return a_mod - a_mod.mean()
+
+
+def gae(
+    rewards: Any,
+    values: Any,
+    traj: Any,
+    turn: Any,
+    *,
+    gamma: float = 1.0,
+    lam: float = 1.0,
+    end_value: Any | None = None,
+    whiten: bool = True,
+    eps: float = 1e-8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn-level generalized advantage estimation (Schulman et al., arXiv 1506.02438), the
+    turn as the MDP step (arXiv 2505.11821, 2510.01132); returns ``(advantages, returns)``.
+
+    Per trajectory over its turns t = 0..T−1 (ordered by ``turn``), with r_t the turn's reward
+    and V_t the value of the state the turn acts from:
+
+        δ_t = r_t + γ·V_{t+1} − V_t,      V_T = ``end_value`` (0 when None: every end terminal)
+        A_t = Σ_{l≥0} (γλ)^l δ_{t+l},     R_t = A_t + V_t
+
+    ``end_value`` per row (constant within a trajectory) is the bootstrap of a truncated end,
+    the value of the state after the last turn; 0 for a terminal one. R_t, the value target, is
+    never whitened; with ``whiten`` the advantages are (A − mean)/(std_pop + eps) over all rows
+    of the call (verl whitens GAE advantages over the batch's tokens; here every turn counts
+    once).
+    """
+    lay = _layout(traj, turn)
+    n = lay.order.shape[0]
+    r = _array("rewards", rewards, n)
+    v = _array("values", values, n)
+    end = np.zeros(n) if end_value is None else _array("end_value", end_value, n)
+    o = lay.order
+    rs, vs, ends = r[o], v[o], end[o]
+    if np.any(ends != ends[lay.start]):
+        raise ValueError("end_value: must be constant within each trajectory")
+    following = np.empty(n)
+    following[:-1] = vs[1:]
+    following = np.where(np.arange(n) < lay.end, following, ends)
+    delta = rs + gamma * following - vs
+    advantages = _sorted_returns(delta, lay, gamma * lam)
+    returns = lay.unsort(advantages + vs)
+    advantages = lay.unsort(advantages)
+    if whiten and n:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + eps)
+    return advantages, returns

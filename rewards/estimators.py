@@ -18,9 +18,14 @@ igpo                   ``reward`` on each trajectory's last turn (the answer); o
                        ``"info_gain"``) on the other turns
 a2tgpo                 ``info_gain`` as for igpo (ignored on last turns), ``outcome`` per trajectory
 gigpo, hgpo            ``reward`` per turn as step reward, ``anchor`` per turn
-empg                   option ``step_entropy`` (per-row array or component name, required);
+empg                   ``entropy`` per turn (the rollout's mean token entropy of each action), or
+                       option ``step_entropy`` (per-row array or component name) instead;
                        option ``base`` (another method name, default ``"grpo"``) and
                        ``base_options`` give the advantages it modulates
+ppo                    ``reward`` per turn; option ``values`` (per-row array or component name,
+                       default ``"value"``: V of the state each turn acts from); with option
+                       ``bootstrap`` the ``"end_value"`` component (V after the last turn on
+                       truncated trajectories, 0 on terminated ones) ends each trajectory
 =====================  ========================================================================
 
 Each method's options are typed by the signatures they end up in (:class:`Estimator`), so a
@@ -58,10 +63,16 @@ __all__ = [
     "compute_advantages_with_clip",
     "options_model",
     "validate_options",
+    "value_targets",
 ]
 
 PerRow = str | Sequence[float]
 """A per-row input option: the name of a reward component, or one value per table row."""
+
+VALUE = "value"
+"""The component ``ppo`` reads its turn values from by default."""
+END_VALUE = "end_value"
+"""The component ``ppo`` reads each trajectory's bootstrap value from, with ``bootstrap``."""
 
 
 def _per_row(table: TurnTable, value: PerRow, name: str) -> np.ndarray:
@@ -74,13 +85,6 @@ def _per_row(table: TurnTable, value: PerRow, name: str) -> np.ndarray:
     if arr.shape != table.traj.shape:
         raise ValueError(f"{name}: expected {table.traj.shape[0]} rows, got shape {arr.shape}")
     return arr
-
-
-def _last_turn(table: TurnTable) -> np.ndarray:
-    """Bool per row: the row is its trajectory's last turn."""
-    last = np.full(table.outcome.shape[0], np.iinfo(np.int64).min)
-    np.maximum.at(last, table.traj, table.turn)
-    return table.turn == last[table.traj]
 
 
 def _first_turn(table: TurnTable) -> np.ndarray:
@@ -103,7 +107,7 @@ def _discounted(table: TurnTable, *, gamma: float = 1.0) -> np.ndarray:
 
 def _mt_grpo(table: TurnTable, **options: Any) -> np.ndarray:
     n_traj = table.outcome.shape[0]
-    last = _last_turn(table)
+    last = table.last_turn
     outcome = np.bincount(table.traj[last], table.reward[last], minlength=n_traj)
     turn_reward = np.bincount(table.traj[~last], table.reward[~last], minlength=n_traj)
     has_tool = np.bincount(table.traj, minlength=n_traj) > 1
@@ -112,7 +116,7 @@ def _mt_grpo(table: TurnTable, **options: Any) -> np.ndarray:
 
 
 def _igpo(table: TurnTable, *, info_gain: PerRow = "info_gain", **options: Any) -> np.ndarray:
-    last = _last_turn(table)
+    last = table.last_turn
     ig = _per_row(table, info_gain, "info_gain")
     rewards = np.where(last, table.reward, np.nan_to_num(ig))
     return adv.igpo(rewards, last, table.group, table.traj, table.turn, **options)
@@ -121,7 +125,7 @@ def _igpo(table: TurnTable, *, info_gain: PerRow = "info_gain", **options: Any) 
 def _a2tgpo_pair(
     table: TurnTable, *, info_gain: PerRow = "info_gain", **options: Any
 ) -> tuple[np.ndarray, np.ndarray]:
-    last = _last_turn(table)
+    last = table.last_turn
     ig = _per_row(table, info_gain, "info_gain")
     has_ig = ~last & np.isfinite(ig)
     outcome = table.outcome[table.traj]
@@ -151,15 +155,45 @@ def _a2tgpo(table: TurnTable, **options: Any) -> np.ndarray:
 def _empg(
     table: TurnTable,
     *,
-    step_entropy: PerRow,
+    step_entropy: PerRow | None = None,
     base: str = "grpo",
     base_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> np.ndarray:
     _check_base(base)
     base_adv = compute_advantages(base, table, **(base_options or {}))
-    entropy = _per_row(table, step_entropy, "step_entropy")
+    if step_entropy is None:
+        entropy = np.asarray(table.entropy, dtype=np.float64)
+        missing = int(np.count_nonzero(~np.isfinite(entropy)))
+        if missing:
+            raise ValueError(
+                f"step_entropy: {missing} of {entropy.size} turns have no recorded entropy (the "
+                "policy reported no log-probabilities, or the trajectories predate Turn.entropy)"
+            )
+    else:
+        entropy = _per_row(table, step_entropy, "step_entropy")
     return adv.empg(base_adv, entropy, table.traj, table.turn, **options)
+
+
+def _ppo_pair(
+    table: TurnTable, *, values: PerRow = VALUE, bootstrap: bool = False, **options: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """GAE advantages and value targets over turns; ``bootstrap``: a trajectory ends at the
+    :data:`END_VALUE` component (V after a truncated end), otherwise at 0."""
+    v = _per_row(table, values, "values")
+    end = _per_row(table, END_VALUE, "end_value") if bootstrap else None
+    return adv.gae(table.reward, v, table.traj, table.turn, end_value=end, **options)
+
+
+def _ppo(table: TurnTable, **options: Any) -> np.ndarray:
+    return _ppo_pair(table, **options)[0]
+
+
+def value_targets(table: TurnTable, **options: Any) -> np.ndarray:
+    """The ``ppo`` estimator's value targets R_t = A_t + V_t (never whitened), per table row."""
+    if table.traj.size == 0:
+        return np.zeros(0)
+    return _ppo_pair(table, **options)[1]
 
 
 def _check_base(base: str) -> str:
@@ -248,6 +282,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "gigpo": Estimator(_gigpo, (adv.gigpo,)),
     "hgpo": Estimator(_hgpo, (adv.hgpo,)),
     "empg": Estimator(_empg, (adv.empg,), validators=_EMPG_CHECKS),
+    "ppo": Estimator(_ppo, (_ppo_pair, adv.gae), supplied=("end_value",)),
 }
 
 

@@ -2,6 +2,9 @@
 
 (a) :class:`LLMJudge` — a policy grades each step from a prompt template; the score is parsed
     from its reply and mapped to [0, 1]; unparsable replies get ``failure_value`` and are counted.
+    Or, in ``expected`` mode, the score is the expectation of the judge's own distribution over
+    the scale's scores (G-Eval, Liu et al., arXiv 2303.16634). :func:`judge_steps` turns a
+    trajectory's turns into what the judge sees.
 (b) Implicit process rewards (PRIME, Cui et al., arXiv 2502.01456; OPRL/iStar, arXiv
     2509.19199): r_step = β·Σ_{tokens of the step} (log π_φ − log π_ref), with the PRM trained by
     cross-entropy on the outcome (PRIME) or by a trajectory-level DPO (OPRL); and OPRL's
@@ -14,6 +17,7 @@ Needs torch (the ``train`` extra).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -26,6 +30,7 @@ import torch.nn.functional as F
 
 from agentenv.policies.base import Policy, SamplingParams
 from agentenv.rewards.advantages import _array, _factorize, _layout, rloo
+from agentenv.trajectory import Trajectory
 
 __all__ = [
     "DEFAULT_JUDGE_TEMPLATE",
@@ -35,6 +40,7 @@ __all__ = [
     "ProgressHead",
     "grounded_steps",
     "implicit_step_rewards",
+    "judge_steps",
     "oprl_advantages",
     "prime_ce_loss",
     "spa_loss",
@@ -84,8 +90,15 @@ class JudgeConfig:
             [0, 1] by (s − low)/(high − low).
         failure_value: the reward of a step whose reply holds no parsable score.
         max_tokens, temperature: sampling of the judge's reply (greedy by default).
-        batch_size: most prompts per ``generate`` call.
-        cache_size: parsed scores kept per prompt text (LRU); 0 disables the cache.
+        batch_size: most prompts per ``generate`` (or ``score``) call.
+        cache_size: scores kept per prompt text (LRU); 0 disables the cache.
+        mode: ``"generate"`` samples a reply and parses it; ``"expected"`` reads the judge's
+            distribution over the integer scores k of ``score_range`` as its reply after
+            ``answer_prefix`` — log π(k) teacher-forced with ``Policy.score``, each k followed by
+            the tokenizer's end-of-sequence token so that "1" and "10" are distinct replies —
+            and takes s = Σ_k k·p_k with p ∝ π(k) restricted to the scale (G-Eval, arXiv
+            2303.16634). It never fails to parse and is deterministic.
+        answer_prefix: what the judge's reply starts with in ``expected`` mode.
     """
 
     template: str = DEFAULT_JUDGE_TEMPLATE
@@ -96,6 +109,8 @@ class JudgeConfig:
     temperature: float = 0.0
     batch_size: int = 64
     cache_size: int = 100_000
+    mode: Literal["generate", "expected"] = "generate"
+    answer_prefix: str = "Score: "
 
 
 class LLMJudge:
@@ -111,6 +126,11 @@ class LLMJudge:
         lo, hi = self.config.score_range
         if not hi > lo:
             raise ValueError(f"score_range: high must exceed low, got {self.config.score_range}")
+        self._scale = np.arange(math.ceil(lo), math.floor(hi) + 1, dtype=np.float64)
+        if self.config.mode == "expected" and self._scale.size < 2:
+            raise ValueError(
+                f"score_range: expected mode needs two integer scores in {self.config.score_range}"
+            )
         self._pattern = re.compile(self.config.score_pattern, re.IGNORECASE)
         self._cache: OrderedDict[str, float] = OrderedDict()
         self.failures = 0
@@ -144,16 +164,14 @@ class LLMJudge:
                 self._cache.move_to_end(p)
                 results[p] = self._cache[p]
         todo = list(dict.fromkeys(p for p in prompts if p not in results))
-        sampling = SamplingParams(
-            max_tokens=self.config.max_tokens, temperature=self.config.temperature
-        )
+        fetch = self._expected if self.config.mode == "expected" else self._generated
         size = self.config.batch_size
         for start in range(0, len(todo), size):
             chunk = todo[start : start + size]
-            completions = await self.policy.generate([self._encode(p) for p in chunk], sampling)
+            values = await fetch(chunk)
             self.requests += len(chunk)
-            for p, c in zip(chunk, completions, strict=True):
-                results[p] = self.parse(c.text)
+            for p, value in zip(chunk, values, strict=True):
+                results[p] = value
                 if results[p] is not None and self.config.cache_size > 0:
                     self._cache[p] = results[p]
                     if len(self._cache) > self.config.cache_size:
@@ -166,6 +184,43 @@ class LLMJudge:
                 value = self.config.failure_value
             out[i] = value
         return out
+
+    async def _generated(self, prompts: list[str]) -> list[float | None]:
+        sampling = SamplingParams(
+            max_tokens=self.config.max_tokens, temperature=self.config.temperature
+        )
+        completions = await self.policy.generate([self._encode(p) for p in prompts], sampling)
+        return [self.parse(c.text) for c in completions]
+
+    async def _expected(self, prompts: list[str]) -> list[float | None]:
+        tokenizer = self.policy.tokenizer
+        end = [] if tokenizer.eos_token_id is None else [int(tokenizer.eos_token_id)]
+        answers = [tokenizer.encode(f"{k:g}", add_special_tokens=False) + end for k in self._scale]
+        prefix = tokenizer.encode(self.config.answer_prefix, add_special_tokens=False)
+        heads = [self._encode(p) + prefix for p in prompts]
+        scores = await self.policy.score(
+            [h for h in heads for _ in answers], [a for _ in heads for a in answers]
+        )
+        logp = np.array([float(np.sum(s)) for s in scores]).reshape(len(heads), len(answers))
+        weights = np.exp(logp - logp.max(axis=1, keepdims=True))
+        expected = (weights @ self._scale) / weights.sum(axis=1)
+        lo, hi = self.config.score_range
+        return [float(v) for v in (expected - lo) / (hi - lo)]
+
+
+def judge_steps(trajectory: Trajectory, *, history_turns: int | None = None) -> list[JudgeStep]:
+    """One :class:`JudgeStep` per turn of ``trajectory``: the task is the episode's first
+    observation, the history the ``history_turns`` turns before (None: all) as their action
+    and result."""
+    opening = [m for m in trajectory.messages if m.get("role") != "system"]
+    task = str(opening[0].get("content") or "") if opening else ""
+    seen = [f"Action: {t.action}\nResult: {t.observation}" for t in trajectory.turns]
+    steps = []
+    for i, turn in enumerate(trajectory.turns):
+        first = 0 if history_turns is None else max(0, i - history_turns)
+        history = "\n\n".join(seen[first:i]) or "(none)"
+        steps.append(JudgeStep(task, turn.action, turn.observation, history))
+    return steps
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
     R = Σ_k w_k · f_k(**context)
 
+The trainer scores each finished episode with the context :func:`episode_context` builds
+(``algorithm.rubric``); its functions are named by import path (:func:`load_function`).
+
 Every component is reported as a metric, including those of weight 0 (metric only). A component
 that raises, or returns something that is not a finite number, scores 0 for that call and is
 counted in :attr:`Rubric.errors`; it never brings the episode down. Components may be plain or
@@ -11,6 +14,7 @@ counted in :attr:`Rubric.errors`; it never brings the episode down. Components m
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import logging
 import math
@@ -19,7 +23,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RewardComponent", "Rubric", "RubricResult"]
+from agentenv.env import GROUND_TRUTH
+from agentenv.trajectory import Trajectory
+
+__all__ = ["RewardComponent", "Rubric", "RubricResult", "episode_context", "load_function"]
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +113,44 @@ class Rubric:
     @property
     def weights(self) -> dict[str, float]:
         return {c.name: c.weight for c in self.components}
+
+
+def load_function(path: str) -> RewardFn:
+    """The callable ``module:name`` (or ``package.module:name``) names; a ValueError says what
+    is missing."""
+    module_name, _, name = path.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"{path!r}: expected MODULE:FUNCTION (e.g. mypkg.rewards:brevity)")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"{path!r}: no module named {exc.name!r}") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ValueError(f"{path!r}: module {module_name!r} has no function {name!r}")
+    return fn
+
+
+def episode_context(trajectory: Trajectory) -> dict[str, Any]:
+    """What a rubric function may ask for about one episode, by keyword: ``completion`` (the
+    last action), ``actions`` (every action), ``ground_truth`` (the task's reference, None when
+    the env gives none), ``reward`` (the env's return), ``success``, ``num_turns``,
+    ``components`` (the env's reward components summed over turns), ``env_id``, ``task_id``
+    and ``trajectory`` itself."""
+    components: dict[str, float] = {}
+    for turn in trajectory.turns:
+        for key, value in turn.reward_components.items():
+            components[key] = components.get(key, 0.0) + float(value)
+    actions = [turn.action for turn in trajectory.turns]
+    return {
+        "completion": actions[-1] if actions else "",
+        "actions": actions,
+        "ground_truth": trajectory.metadata.get(GROUND_TRUTH),
+        "reward": trajectory.reward,
+        "success": trajectory.success,
+        "num_turns": trajectory.num_turns,
+        "components": components,
+        "env_id": trajectory.env_id,
+        "task_id": trajectory.task_id,
+        "trajectory": trajectory,
+    }

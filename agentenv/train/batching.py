@@ -24,7 +24,9 @@ class TokenBatch:
     ``loss_mask`` is 1 exactly on generated tokens that belong to a recorded turn;
     ``old_logprobs`` are the rollout policy's; ``advantages`` and ``clip_scale`` are the
     per-turn values broadcast to tokens; ``ref_logprobs`` is filled by the trainer when a KL
-    reference is used.
+    reference is used. With a value head (:mod:`agentenv.train.value`), ``value_mask`` is 1 at
+    each turn's decision position (the token before its first one), where ``returns`` holds the
+    turn's value target and ``old_values`` its value before the update (0 elsewhere).
     """
 
     input_ids: torch.Tensor
@@ -35,6 +37,9 @@ class TokenBatch:
     advantages: torch.Tensor
     clip_scale: torch.Tensor | None = None
     ref_logprobs: torch.Tensor | None = None
+    value_mask: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+    old_values: torch.Tensor | None = None
 
     @property
     def size(self) -> int:

@@ -6,7 +6,9 @@ A checkpoint is a folder ``RUN/checkpoints/step-000012`` holding
   usable as a model folder on its own;
 - ``trainer.pt``: optimizer and scheduler state dicts;
 - ``state.json``: step, data position and anything else the loop needs to continue;
-- ``rng.pt``: Python, NumPy and torch (CPU and CUDA) generator states.
+- ``rng.pt``: Python, NumPy and torch (CPU and CUDA) generator states;
+- ``extra.pt``: only when given, the state of models trained beside the policy (tensors and
+  all, :func:`load_extra_state`).
 
 It is written to a temporary folder and renamed into place, then ``RUN/checkpoints/latest`` is
 replaced atomically; a process killed at any moment leaves either the previous or the new
@@ -25,9 +27,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+EXTRA = "extra.pt"
 
 
 def rng_state() -> dict[str, Any]:
@@ -69,8 +74,10 @@ def save_checkpoint(
     state: dict[str, Any] | None = None,
     tokenizer: Any = None,
     keep: int = 2,
+    extra_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``."""
+    """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``;
+    ``extra_state`` (anything ``torch.save`` takes) goes to ``extra.pt`` when not empty."""
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
@@ -87,6 +94,8 @@ def save_checkpoint(
             tmp / "trainer.pt",
         )
         torch.save(rng_state(), tmp / "rng.pt")
+        if extra_state:
+            torch.save(extra_state, tmp / EXTRA)
         (tmp / "state.json").write_text(json.dumps({"step": step, **(state or {})}, indent=2))
         if final.exists():
             shutil.rmtree(final)
@@ -111,13 +120,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def load_weights(model: torch.nn.Module, folder: str | Path) -> None:
     """Load ``save_pretrained`` weights (full model or peft adapter) into ``model`` in place."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     adapter = folder / "adapter_model.safetensors"
     if adapter.is_file():
-        from peft import set_peft_model_state_dict
-
         result = set_peft_model_state_dict(model, load_file(adapter))
         if getattr(result, "unexpected_keys", None):
             raise ValueError(f"{adapter}: unexpected adapter keys {result.unexpected_keys[:5]}")
@@ -157,3 +162,9 @@ def load_checkpoint(
     if restore_rng:
         set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
     return json.loads((folder / "state.json").read_text())
+
+
+def load_extra_state(folder: str | Path) -> dict[str, Any]:
+    """The ``extra_state`` a checkpoint was saved with ({} when it had none)."""
+    path = Path(folder) / EXTRA
+    return torch.load(path, weights_only=False) if path.is_file() else {}

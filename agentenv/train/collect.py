@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from agentenv.evaluate import EngineFactory, success_count
 from agentenv.planner import TaskSource
 from agentenv.rollout import RolloutEngine, check_not_all_failed
 from agentenv.train.config import TrainConfig
@@ -50,18 +51,23 @@ async def collect(
 
 
 async def evaluate_policy(
-    policy: Any, config: TrainConfig, sources: list[TaskSource]
+    policy: Any,
+    config: TrainConfig,
+    sources: list[TaskSource],
+    *,
+    make_engine: EngineFactory = RolloutEngine,
 ) -> tuple[dict[str, Any], list[Trajectory]]:
-    """Success and mean return on the held-out tasks."""
-    engine = RolloutEngine(policy, rollout_config(config, config.eval.temperature))
+    """Success and mean return on the held-out tasks, played by ``make_engine(policy, ...)``."""
+    engine = make_engine(policy, rollout_config(config, config.eval.temperature))
     t0 = time.perf_counter()
     trajectories = await engine.run(eval_requests(config, sources))
     check_not_all_failed(trajectories, "the held-out evaluation")
-    ok = [t for t in trajectories if t.status != "error"]
+    count = success_count(trajectories)
+    ok = [t for t in trajectories if t.trainable]
     row: dict[str, Any] = {
-        "episodes": len(trajectories),
-        "errors": len(trajectories) - len(ok),
-        "success": float(np.mean([t.success for t in ok])) if ok else 0.0,
+        "episodes": count.episodes,
+        "errors": count.errors,
+        "success": count.rate,
         "reward": float(np.mean([t.reward for t in ok])) if ok else 0.0,
         "turns": float(np.mean([t.num_turns for t in ok])) if ok else 0.0,
         "eval_s": time.perf_counter() - t0,
@@ -69,22 +75,23 @@ async def evaluate_policy(
     for env in config.envs:
         mine = [t for t in ok if t.env_id == env.id]
         if len(config.envs) > 1 and mine:
-            row[f"success/{env.id}"] = float(np.mean([t.success for t in mine]))
+            row[f"success/{env.id}"] = success_count(mine).rate
     return row, trajectories
 
 
 def trajectory_metrics(trajectories: list[Trajectory]) -> dict[str, Any]:
     """Reward, success, per-component rewards, lengths and statuses of a batch of episodes."""
+    count = success_count(trajectories)
     ok = [t for t in trajectories if t.trainable]
     row: dict[str, Any] = {
-        "episodes": len(trajectories),
-        "errors": len(trajectories) - len(ok),
+        "episodes": count.episodes,
+        "errors": count.errors,
         "truncated": sum(t.status == "truncated" for t in ok),
     }
     if not ok:
         return row
     row["reward"] = float(np.mean([t.reward for t in ok]))
-    row["success"] = float(np.mean([t.success for t in ok]))
+    row["success"] = count.rate
     row["turns"] = float(np.mean([t.num_turns for t in ok]))
     row["response_tokens"] = float(np.mean([sum(t.loss_mask) for t in ok]))
     components: dict[str, list[float]] = {}

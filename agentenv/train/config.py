@@ -20,10 +20,13 @@ from agentenv.rewards.estimators import (
     validate_options,
 )
 from agentenv.rewards.info_gain import InfoGainConfig as InfoGainOptions
+from agentenv.rewards.process import JudgeConfig as JudgeOptions
+from agentenv.rewards.rubric import load_function
 from agentenv.toolcalls import PARSERS
 from agentenv.train.losses import AggMode, KLKind
 
 _INFO_GAIN_OPTIONS = options_model("info_gain_options", [InfoGainOptions])
+_JUDGE_OPTIONS = options_model("judge_options", [JudgeOptions])
 
 
 class ConfigError(ValueError):
@@ -71,9 +74,26 @@ class ModelConfig(Section):
     )
     device: str = Field("auto", description="'cpu', 'cuda', 'cuda:1' or 'auto'")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bfloat16 on CUDA, float32 on CPU"
+        "auto",
+        description="auto: bfloat16 on a GPU with native bf16, float32 otherwise (agentenv.devices)",
+    )
+    mixed_precision: bool = Field(
+        False,
+        description="fp32 master weights: parameters and AdamW state in float32, every training "
+        "forward pass under torch.autocast(bfloat16) (CUDA or CPU); needs dtype auto or float32. "
+        "Off: parameters and optimizer state in model.dtype (on CUDA, bfloat16 updates smaller "
+        "than a weight's bfloat16 resolution are lost)",
     )
     max_batch_size: int = Field(64, gt=0, description="generation batch size of the HF policy")
+
+    @field_validator("mixed_precision")
+    @classmethod
+    def _fp32_master(cls, value: bool, info: ValidationInfo) -> bool:
+        dtype = info.data.get("dtype", "auto")
+        if value and dtype not in ("auto", "float32"):
+            raise ValueError(f"fp32 master weights need model.dtype auto or float32, not {dtype}")
+        return value
+
     batch_invariant: bool | None = Field(
         None,
         description="generate every row exactly as it would be generated alone, so runs with the "
@@ -148,6 +168,113 @@ class InfoGainConfig(Section):
         return check_options(_INFO_GAIN_OPTIONS, value, "info gain")
 
 
+class JudgeSection(Section):
+    """An LLM judge grading every turn (agentenv.rewards.process.LLMJudge): its score in [0, 1]
+    is the reward component ``judge``, added to the turn's reward times ``weight``."""
+
+    policy: str | None = Field(
+        None,
+        description="the judge: any policy spec of agentenv.policies.specs (a model folder, "
+        "openai:URL#MODEL, smollm2, tiny); null: no judge",
+    )
+    policy_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the judge policy (device, …)"
+    )
+    weight: float = Field(1.0, description="w of r_t += w·judge_t")
+    history_turns: int | None = Field(
+        None, ge=0, description="earlier turns shown with each graded turn; null: all"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fields of agentenv.rewards.process.JudgeConfig (template, score_pattern, "
+        "score_range, mode: generate|expected, …)",
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _typed(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_options(_JUDGE_OPTIONS, value, "judge")
+
+    @property
+    def enabled(self) -> bool:
+        return self.policy is not None
+
+
+class PRMSection(Section):
+    """An implicit process reward model trained alongside the policy: PRIME (arXiv 2502.01456)
+    or OPRL (arXiv 2509.19199). Its per-turn reward β·Σ_turn (log π_φ − log π_ref) is the
+    reward component ``prm``, added times ``weight``."""
+
+    kind: Literal["prime", "oprl"] | None = Field(
+        None,
+        description="prime: cross-entropy on success, π_ref the starting policy; oprl: "
+        "trajectory DPO between a group's successes and failures, π_ref the rollout policy; "
+        "null: no PRM",
+    )
+    beta: float = Field(0.05, gt=0, description="β of the implicit reward")
+    lr: float = Field(1e-6, gt=0, description="AdamW learning rate of the PRM")
+    weight: float = Field(1.0, description="w of r_t += w·prm_t")
+    update: Literal["before", "after"] | None = Field(
+        None,
+        description="train the PRM on a batch before or after rewarding it; null: before for "
+        "prime, after for oprl (as their code does)",
+    )
+    grad_clip: float | None = Field(10.0, gt=0, description="max PRM grad norm; null: off")
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind is not None
+
+
+class SPASection(Section):
+    """SPA-RL progress attribution (arXiv 2505.20732): a linear head on the policy's hidden
+    state at each turn's last action token, fitted each step so that a trajectory's turn
+    contributions sum to its return; r_t += weight·(ĉ_t + grounding·g_t) as component ``spa``."""
+
+    enabled: bool = Field(False, description="fit the progress head and add its rewards")
+    lr: float = Field(1e-2, gt=0, description="Adam learning rate of the progress head")
+    steps: int = Field(200, gt=0, description="Adam steps of the head on each step's batch")
+    weight: float = Field(1.0, description="w of r_t += w·spa_t")
+    grounding: float = Field(
+        0.0,
+        description="β of spa_t = ĉ_t + β·g_t, g_t = the turn's action_valid (1 on the last "
+        "turn); SPA-RL's code amounts to 0.5",
+    )
+
+
+class RubricFunction(Section):
+    """One function of a rubric: ``f(**context) -> float`` named by import path."""
+
+    function: str = Field(
+        ...,
+        description="MODULE:FUNCTION of f(completion=, ground_truth=, success=, …) -> float "
+        "(keywords: agentenv.rewards.rubric.episode_context)",
+    )
+    weight: float = Field(1.0, description="w_k of R = Σ_k w_k·f_k; 0: logged, not rewarded")
+
+    @field_validator("function")
+    @classmethod
+    def _importable(cls, value: str) -> str:
+        load_function(value)
+        return value
+
+
+class RubricSection(Section):
+    """A rubric (agentenv.rewards.rubric.Rubric) scoring every finished episode:
+    R = Σ_k w_k·f_k(**context), the reward component ``rubric`` of the episode's last turn,
+    added to its reward times ``weight``; each function's mean score is logged as
+    ``rubric/NAME``."""
+
+    functions: dict[str, RubricFunction] = Field(
+        default_factory=dict, description="name → {function: MODULE:FUNCTION, weight}; {}: off"
+    )
+    weight: float = Field(1.0, description="w of r_last += w·R")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.functions)
+
+
 class AlgorithmConfig(Section):
     """Credit assignment: how per-turn rewards become per-turn advantages."""
 
@@ -164,6 +291,10 @@ class AlgorithmConfig(Section):
         default_factory=dict,
         description="extra weight per reward component added to each turn's reward",
     )
+    judge: JudgeSection = Field(default_factory=JudgeSection)
+    prm: PRMSection = Field(default_factory=PRMSection)
+    spa: SPASection = Field(default_factory=SPASection)
+    rubric: RubricSection = Field(default_factory=RubricSection)
 
     @field_validator("estimator")
     @classmethod
@@ -213,6 +344,38 @@ class LossConfig(Section):
     kl_coef: float = Field(0.0, ge=0)
     kl_kind: KLKind = "k3"
     entropy_coef: float = Field(0.0, ge=0)
+    recompute_old_logprobs: bool = Field(
+        False,
+        description="before the update epochs, recompute the old log-probabilities with the "
+        "training forward pass (no grad, eval mode) instead of the rollout's, logging their "
+        "mean difference as old_logprob_drift (verl recomputes by default)",
+    )
+
+
+class ValueConfig(Section):
+    """PPO's value head (agentenv.train.value): a linear head on the policy's last hidden state
+    sharing its trunk, trained jointly with the clipped value loss; needed by estimator ppo."""
+
+    enabled: bool = Field(False, description="train a value head (algorithm.estimator: ppo)")
+    coef: float = Field(0.5, ge=0, description="c_V of L = L_policy + c_V·L_V (PPO's c1)")
+    clip: float | None = Field(
+        0.2,
+        gt=0,
+        description="ε_V: a value moves at most ε_V from its pre-update value before the loss "
+        "stops shrinking (PPO value clipping, in return units); null: plain squared error",
+    )
+    lr_scale: float = Field(
+        10.0,
+        gt=0,
+        description="the head's learning rate is optim.lr × lr_scale (verl's recipes train the "
+        "critic at 10× the actor's rate); the shared trunk keeps optim.lr",
+    )
+
+
+def uses_value_head(algorithm: AlgorithmConfig) -> bool:
+    """Whether ``algorithm``'s advantages read per-turn values (ppo, or empg on ppo)."""
+    base = algorithm.options.get("base") if algorithm.estimator == "empg" else None
+    return "ppo" in (algorithm.estimator, base)
 
 
 class DynamicSamplingConfig(Section):
@@ -250,6 +413,38 @@ class LoggingConfig(Section):
         True,
         description="give every saved trajectory (rollouts and held-out evaluations) its capped "
         "transcript: chat, token text, loss mask (agentenv.transcript)",
+    )
+
+
+class RayConfig(Section):
+    """Rollouts and env services fanned out over a Ray cluster (``agentenv.scale.ray``, the
+    ``ray`` extra; ``agentenv train --ray ADDRESS`` sets ``address``). See docs/scale.md."""
+
+    address: str | None = Field(
+        None,
+        description="null: no Ray; 'local': start a private cluster on this machine for the run "
+        "(stopped with it); 'auto': the cluster `ray start` runs on this machine; or "
+        "HOST:PORT / ray://HOST:PORT of a cluster's head",
+    )
+    workers: int = Field(0, ge=0, description="rollout worker actors; 0: one per node")
+    cpus_per_worker: float = Field(1.0, ge=0, description="CPUs Ray reserves per rollout worker")
+    gpus_per_worker: float = Field(
+        0.0, ge=0, description="GPUs Ray reserves per rollout worker (its policy copy runs there)"
+    )
+    services: Literal["actors", "in-worker"] = Field(
+        "actors",
+        description="actors: env services (in-process or 'local' ones) run as Ray actors spread "
+        "over the nodes, reached by URL; in-worker: each worker's envs keep their own service",
+    )
+    service_replicas: int = Field(
+        0, ge=0, description="service actors per env service and config; 0: one per node"
+    )
+    cpus_per_service: float = Field(0.0, ge=0, description="CPUs Ray reserves per service actor")
+    max_retries: int = Field(
+        1,
+        ge=0,
+        description="times an episode whose worker died is played again on another worker "
+        "before it is recorded as an error naming the worker",
     )
 
 
@@ -313,18 +508,39 @@ class TrainConfig(Section):
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
+    value: ValueConfig = Field(default_factory=ValueConfig, validate_default=True)
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("envs")
     @classmethod
     def _some_env(cls, value: list[EnvConfig]) -> list[EnvConfig]:
         if not value:
             raise ValueError("at least one env is needed")
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _value_head_iff_read(cls, value: ValueConfig, info: ValidationInfo) -> ValueConfig:
+        algorithm = info.data.get("algorithm")
+        if algorithm is None:  # the algorithm section is invalid, and reported
+            return value
+        needed = uses_value_head(algorithm)
+        if needed and not value.enabled:
+            raise ValueError(
+                f"algorithm.estimator {algorithm.estimator} reads per-turn values: set "
+                "value.enabled: true"
+            )
+        if value.enabled and not needed:
+            raise ValueError(
+                "a value head is read only by estimator ppo (or empg with base ppo), not "
+                f"{algorithm.estimator}: set value.enabled: false"
+            )
         return value
 
 
@@ -421,7 +637,7 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 
 
 def config_reference() -> str:
-    """Markdown table of every key, its type, default and description (for docs)."""
+    """Markdown table of every key, its default and description (docs/training.md holds it)."""
     rows = ["| key | default | description |", "|---|---|---|"]
 
     def walk(model: type[BaseModel], prefix: str) -> None:
@@ -435,7 +651,8 @@ def config_reference() -> str:
             value = getattr(defaults, name)
             if isinstance(value, list) and value and isinstance(value[0], BaseModel):
                 value = [v.model_dump(mode="json") for v in value]
-            rows.append(f"| `{key}` | `{value!r}` | {field.description or ''} |")
+            description = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{key}` | `{value!r}` | {description} |")
 
     walk(TrainConfig, "")
     return "\n".join(rows)

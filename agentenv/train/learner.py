@@ -1,5 +1,11 @@
 """The policy being trained: its model (with LoRA when configured), the optional frozen KL
-reference, the optimizer and its schedule."""
+reference, PPO's value head on its trunk, the optimizer and its schedule.
+
+With ``model.mixed_precision`` the parameters (and so AdamW's state) are float32 master weights
+and every training forward pass runs under ``torch.autocast(bfloat16)`` (:meth:`Learner.forward`),
+on CUDA and on the CPU alike. The value head's parameters are a second optimizer group with the
+learning rate ``optim.lr × value.lr_scale``; the schedule scales both.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from peft import LoraConfig, get_peft_model
 
+from agentenv.devices import resolve_device, resolve_dtype
 from agentenv.policies.hf import HFPolicy
-from agentenv.train.batching import TokenBatch
+from agentenv.train.batching import TokenBatch, build_batch
 from agentenv.train.config import ConfigError, TrainConfig
 from agentenv.train.losses import masked_token_logprobs
-from agentenv.train.model import build_optimizer, resolve_device, resolve_dtype
+from agentenv.train.model import build_optimizer
+from agentenv.train.value import TurnValues, ValueHead, turn_values
+from agentenv.trajectory import Trajectory
 
 
 @dataclass
@@ -31,6 +41,8 @@ class Learner:
     reference: torch.nn.Module | None = None
     reference_is_adapter_off: bool = False
     pad_id: int = 0
+    value_head: ValueHead | None = None
+    mixed_precision: bool = False
 
     @property
     def tokenizer(self) -> Any:
@@ -45,15 +57,43 @@ class Learner:
         return getattr(self.policy, "weights_lock", None) or contextlib.nullcontext()
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
+        """The policy's trainable parameters, then the value head's."""
+        head = [] if self.value_head is None else list(self.value_head.parameters())
+        return [p for p in self.model.parameters() if p.requires_grad] + head
+
+    def forward(self) -> contextlib.AbstractContextManager[Any]:
+        """The context of every training forward pass: bfloat16 autocast with
+        ``model.mixed_precision``, nothing otherwise."""
+        if not self.mixed_precision:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     @torch.no_grad()
     def reference_logprobs(self, batch: TokenBatch) -> torch.Tensor:
         args = (batch.input_ids, batch.attention_mask, batch.loss_mask)
-        if self.reference_is_adapter_off:
-            with self.model.disable_adapter():
-                return masked_token_logprobs(self.model, *args, with_entropy=False)[0]
-        return masked_token_logprobs(self.reference, *args, with_entropy=False)[0]
+        with self.forward():
+            if self.reference_is_adapter_off:
+                with self.model.disable_adapter():
+                    return masked_token_logprobs(self.model, *args, with_entropy=False)[0]
+            return masked_token_logprobs(self.reference, *args, with_entropy=False)[0]
+
+    def values_of(self, trajectories: list[Trajectory], token_budget: int) -> TurnValues:
+        """The value head's per-turn values (and end values) of ``trajectories``, before an
+        update: what GAE reads and the value loss clips around."""
+        if self.value_head is None:
+            raise ValueError("values_of: this learner has no value head (value.enabled)")
+        num_turns = np.array([len(t.turns) for t in trajectories], dtype=np.int64)
+        batch = build_batch(trajectories, np.zeros(num_turns.sum()), pad_id=self.pad_id)
+        self.model.eval()
+        return turn_values(
+            self.model,
+            self.value_head,
+            batch,
+            num_turns,
+            token_budget=token_budget,
+            device=self.device,
+            context=self.forward,
+        )
 
 
 def needs_reference(config: TrainConfig) -> str:
@@ -86,7 +126,8 @@ def with_lora(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
 def build_learner(config: TrainConfig, path: Path, *, total_optimizer_steps: int) -> Learner:
     """Load the policy from ``path``, add LoRA if asked, build the reference and optimizer."""
     device = resolve_device(config.model.device)
-    dtype = resolve_dtype(config.model.dtype, device)
+    mixed = config.model.mixed_precision
+    dtype = torch.float32 if mixed else resolve_dtype(config.model.dtype, device)
     policy = HFPolicy.from_pretrained(
         path,
         device=str(device),
@@ -105,8 +146,13 @@ def build_learner(config: TrainConfig, path: Path, *, total_optimizer_steps: int
         policy.model = model
     model.eval()
     optim = config.optim
+    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    head = None
+    if config.value.enabled:
+        head = ValueHead.for_model(model)
+        groups.append({"params": list(head.parameters()), "lr": optim.lr * config.value.lr_scale})
     optimizer, scheduler = build_optimizer(
-        [p for p in model.parameters() if p.requires_grad],
+        groups,
         optim.lr,
         optim.betas,
         optim.eps,
@@ -126,4 +172,6 @@ def build_learner(config: TrainConfig, path: Path, *, total_optimizer_steps: int
         reference=reference,
         reference_is_adapter_off=ref_kind == "adapters",
         pad_id=int(pad if pad is not None else 0),
+        value_head=head,
+        mixed_precision=mixed,
     )

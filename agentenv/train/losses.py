@@ -231,17 +231,35 @@ def masked_token_logprobs(
     computation. Models whose logits are not ``lm_head(last_hidden_state)`` (no
     ``get_decoder``, or logit soft-capping/scaling in their config) take the full computation.
     """
+    logp, entropy, _ = token_logprobs_and_states(
+        model, input_ids, attention_mask, mask, None, with_entropy=with_entropy
+    )
+    return logp, entropy
+
+
+def token_logprobs_and_states(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    mask: torch.Tensor,
+    states_at: torch.Tensor | None,
+    *,
+    with_entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """:func:`masked_token_logprobs`, plus the last hidden states ``(n, H)`` at the positions
+    ``states_at`` (a boolean ``(batch, length)`` mask; row-major order) from the same forward
+    pass (None when ``states_at`` is None) — what a value head reads."""
     target = mask[:, 1:] > 0
     keep = torch.nn.functional.pad(target, (0, 1))
-    logits = _logits_at(model, input_ids, attention_mask, keep)
+    logits, states = _logits_at(model, input_ids, attention_mask, keep, states_at)
     logp_all = torch.log_softmax(logits.float(), dim=-1)
     logp = logp_all.gather(-1, input_ids[:, 1:][target].unsqueeze(-1)).squeeze(-1)
     at = torch.nn.functional.pad(target, (1, 0))
     logp_full = logp.new_zeros(input_ids.shape).masked_scatter(at, logp)
     if not with_entropy:
-        return logp_full, None
+        return logp_full, None, states
     entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp_full, entropy.new_zeros(input_ids.shape).masked_scatter(at, entropy)
+    return logp_full, entropy.new_zeros(input_ids.shape).masked_scatter(at, entropy), states
 
 
 def _logits_at(
@@ -249,17 +267,27 @@ def _logits_at(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     keep: torch.Tensor,
-) -> torch.Tensor:
-    """Logits of the positions ``keep`` (a boolean ``(batch, length)`` mask), shape ``(n, V)``."""
+    states_at: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits of the positions ``keep`` (a boolean ``(batch, length)`` mask), shape ``(n, V)``,
+    and the last hidden states at ``states_at`` (None when it is None)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
     config = getattr(base, "config", None)
     rescaled = any(
         getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale")
     )
     if rescaled or not hasattr(base, "get_decoder") or base.get_output_embeddings() is None:
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits[keep]
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=states_at is not None,
+        )
+        states = None if states_at is None else out.hidden_states[-1][states_at]
+        return out.logits[keep], states
     hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask)
-    return base.get_output_embeddings()(hidden.last_hidden_state[keep])
+    last = hidden.last_hidden_state
+    states = None if states_at is None else last[states_at]
+    return base.get_output_embeddings()(last[keep]), states
 
 
 @dataclass

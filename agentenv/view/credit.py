@@ -77,6 +77,7 @@ def _trajectory(ep: Episode) -> Trajectory:
             reward_components=dict(t.get("components") or {}),
             action_valid=bool(t.get("valid", True)),
             anchor=t.get("anchor"),
+            entropy=t.get("entropy"),
         )
         for i, t in enumerate(ep.turns)
     ]

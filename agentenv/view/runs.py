@@ -53,7 +53,7 @@ class Source:
 @dataclass
 class Episode:
     """One indexed episode: where its line is, its summary (what the episode list shows), its
-    turns (reward, components, validity, anchor), the credit saved by training (if any) and the
+    turns (reward, components, validity, anchor, entropy), the credit saved by training (if any) and the
     key of its group (the episodes GRPO/GiGPO compare: same task, same step)."""
 
     id: int
@@ -270,6 +270,7 @@ def _trajectory_episode(
             "components": t.get("reward_components", {}),
             "valid": t.get("action_valid", True),
             "anchor": t.get("anchor"),
+            "entropy": t.get("entropy"),
         }
         for t in row["turns"]
     ]

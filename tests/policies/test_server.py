@@ -17,6 +17,7 @@ from agentenv.policies import SamplingParams
 from agentenv.policies.base import SamplingExtras
 from agentenv.policies.hf import HFPolicy
 from agentenv.policies.openai import OpenAIPolicy, PolicyServerError
+from agentenv.train.sync import ServerSync
 from tests.http_probe import declare_body
 
 FACTORY = "agentenv.policies.server:create_app_from_spec"
@@ -264,6 +265,28 @@ async def test_lora_hot_load_changes_outputs_and_unload_restores(tiny_path, tmp_
                 np.testing.assert_allclose(a, b, atol=1e-6)
         finally:
             await remote.aclose()
+
+
+async def test_server_sync_loads_each_step_s_adapter_and_a_refusal_fails_at_once(
+    tiny_path, tmp_path
+):
+    peft_model = _lora_adapter(tiny_path, tmp_path / "adapter")
+    with policy_server(tiny_path) as served:
+        sync = ServerSync(served.url, tmp_path, name="policy")
+        path = await sync.push(peft_model, 3)
+        assert path == (tmp_path / "adapters" / "step-000003").resolve()
+        assert (path / "adapter_config.json").is_file()
+        listed = httpx.get(f"{served.url}/v1/models").json()["data"]
+        assert "policy" in [m["id"] for m in listed]
+        await sync.push(peft_model, 4)  # the step-3 adapter is unloaded, then step 4's loaded
+        gone = httpx.post(f"{served.url}/v1/unload_lora_adapter", json={"lora_name": "policy"})
+        assert gone.status_code == 200
+        await sync.push(peft_model, 5)  # nothing to unload (HTTP 404) is fine
+        listed = httpx.get(f"{served.url}/v1/models").json()["data"]
+        assert "policy" in [m["id"] for m in listed]
+        clash = ServerSync(served.url, tmp_path, name="tiny")  # the base model's name: HTTP 400
+        with pytest.raises(PolicyServerError, match=r"load_lora_adapter failed with HTTP 400"):
+            await clash.push(peft_model, 4)
 
 
 async def test_one_invalid_request_fails_alone(server, chat_prompts):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from agentenv.rewards.estimators import (
     ESTIMATORS,
     compute_advantages,
     compute_advantages_with_clip,
+    value_targets,
 )
 from agentenv.trajectory import Trajectory, Turn, TurnTable
 
@@ -42,8 +45,9 @@ def table():
 
 
 def test_every_estimator_runs(table):
+    needs = {"empg": {"step_entropy": "entropy"}, "ppo": {"values": "entropy"}}
     for method in ESTIMATORS:
-        opts = {"step_entropy": "entropy"} if method == "empg" else {}
+        opts = needs.get(method, {})
         values = compute_advantages(method, table, **opts)
         assert values.shape == table.traj.shape and np.isfinite(values).all(), method
 
@@ -60,13 +64,14 @@ def test_gigpo_matches_direct_call(table):
         table.reward, table.group, table.traj, table.turn, table.anchor, episode_stat="steps"
     )
     np.testing.assert_allclose(got, direct)
-    # the q1 group is the reference §3 example: τ1 s1 under mean_std_norm, cross-steps
+    # q1 is docs/credit-assignment.md, 'GiGPO — worked example': τ1 t0, std unbiased, steps
     assert got[0] == pytest.approx(1.545640, abs=1e-5)
 
 
 def test_igpo_uses_info_gain_component(table):
     got = compute_advantages("igpo", table)
-    # q1 rows are the reference IGPO example without τ3's second tool turn; recompute by hand
+    # q1 follows docs/credit-assignment.md, 'IGPO — worked example' but τ3 has one tool turn
+    # and outcome 1, so the expected values come from the direct call
     last = np.array([0, 0, 1, 0, 0, 1, 0, 1, 1, 0, 1], bool)
     r = np.where(last, table.reward, table.components["info_gain"])
     np.testing.assert_allclose(got, adv.igpo(r, last, table.group, table.traj, table.turn))
@@ -92,13 +97,37 @@ def test_a2tgpo_clip_scales(table):
 
 def test_errors_are_clear(table):
     with pytest.raises(ValueError, match="unknown estimator"):
+        compute_advantages("gae", table)
+    with pytest.raises(ValueError, match="values: no reward component 'value'"):
         compute_advantages("ppo", table)
+    with pytest.raises(ValueError, match="end_value: no reward component 'end_value'"):
+        compute_advantages("ppo", table, values="entropy", bootstrap=True)
     with pytest.raises(ValueError, match="step_entropy"):
         compute_advantages("empg", table)
     with pytest.raises(ValueError, match="no reward component 'nope'"):
         compute_advantages("igpo", table, info_gain="nope")
     with pytest.raises(ValueError, match="bad options"):
         compute_advantages("grpo", table, gamma=0.9)
+
+
+def test_ppo_reads_values_and_bootstrap_components(table):
+    values = np.linspace(0.1, 0.6, table.traj.size)
+    last = np.array([0, 0, 1, 0, 0, 1, 0, 1, 1, 0, 1], bool)
+    end = np.where(table.traj == 4, 0.7, 0.0)  # trajectory 4 was truncated
+    components = {**table.components, "value": values, "end_value": end}
+    table = replace(table, components=components)
+    got = compute_advantages("ppo", table, gamma=0.9, lam=0.95, whiten=False)
+    direct, ret = adv.gae(table.reward, values, table.traj, table.turn, gamma=0.9, lam=0.95)
+    np.testing.assert_allclose(got, ret - values)
+    np.testing.assert_allclose(value_targets(table, gamma=0.9, lam=0.95), ret)
+    boot = compute_advantages("ppo", table, gamma=0.9, lam=0.95, whiten=False, bootstrap=True)
+    np.testing.assert_allclose(boot[table.traj != 4], got[table.traj != 4])
+    assert boot[last & (table.traj == 4)] == pytest.approx(
+        got[last & (table.traj == 4)] + 0.9 * 0.7
+    )
+    white = compute_advantages("ppo", table, gamma=0.9, lam=0.95)
+    np.testing.assert_allclose(white, direct)
+    assert white.mean() == pytest.approx(0.0, abs=1e-12)
 
 
 def test_input_validation_names_fields():

@@ -51,6 +51,7 @@ def _turn_estimators(group, traj, turn, r, anchors):
         "hgpo": adv.hgpo(r, group, traj, turn, anchors, history=2, episode_weight=0.5),
         "a2tgpo": np.concatenate(adv.a2tgpo(ig, outcome, group, traj, turn)),
         "empg": adv.empg(r, np.abs(r) + 0.1, traj, turn),
+        "gae": np.concatenate(adv.gae(r, np.abs(r), traj, turn, gamma=0.9, lam=0.8)),
         "gated_rows": gating.gated_turn_rewards(
             np.arange(traj.max() + 1) - 1.0, r, traj, turn, threshold=0.0
         ),
@@ -156,3 +157,32 @@ def test_hgpo_level_zero_is_gigpo_step_term(batch):
         r, group, traj, turn, anchors, std=None, omega=0.0
     )
     np.testing.assert_allclose(h, step, atol=1e-9)
+
+
+@SETTINGS
+@given(batches(), st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+def test_gae_matches_loop(batch, gamma, lam):
+    _, traj, turn, r, _, perm = batch
+    v = np.cos(r + turn)
+    end = np.sin(traj.astype(float))
+    got, ret = adv.gae(
+        r[perm],
+        v[perm],
+        traj[perm],
+        turn[perm],
+        gamma=gamma,
+        lam=lam,
+        end_value=end[perm],
+        whiten=False,
+    )
+    expected = np.zeros(len(r))
+    for t in np.unique(traj):
+        idx = np.flatnonzero(traj == t)
+        idx = idx[np.argsort(turn[idx])]
+        running, following = 0.0, end[idx[0]]
+        for i in idx[::-1]:
+            running = r[i] + gamma * following - v[i] + gamma * lam * running
+            following = v[i]
+            expected[i] = running
+    np.testing.assert_allclose(got, expected[perm], atol=1e-9)
+    np.testing.assert_allclose(ret, (expected + v)[perm], atol=1e-9)

@@ -38,6 +38,17 @@ def test_defaults_validate():
         ({"envs": []}, "envs"),
         ({"rollout": {"group_size": "many"}}, "rollout.group_size"),
         ({"totl_steps": 3}, "totl_steps: unknown key"),
+        ({"algorithm": {"estimator": "ppo"}}, "value: algorithm.estimator ppo reads per-turn"),
+        (
+            {"algorithm": {"estimator": "empg", "options": {"base": "ppo"}}},
+            "value: algorithm.estimator empg reads per-turn values: set value.enabled: true",
+        ),
+        ({"value": {"enabled": True}}, "value: a value head is read only by estimator ppo"),
+        ({"value": {"clip": 0}}, "value.clip"),
+        (
+            {"model": {"dtype": "bfloat16", "mixed_precision": True}},
+            "model.mixed_precision: fp32 master weights need model.dtype auto or float32",
+        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, data, named):
@@ -61,7 +72,6 @@ def test_bad_config_names_the_key(tmp_path, data, named):
         ),
         ({"estimator": "grpo", "options": {"eps": "tiny"}}, "algorithm.options.eps: Input should"),
         ({"estimator": "a2tgpo", "options": {"has_ig": [1]}}, "algorithm.options.has_ig: unknown"),
-        ({"estimator": "empg"}, "algorithm.options.step_entropy: Field required"),
         (
             {"estimator": "empg", "options": {"step_entropy": "e", "base": "empg"}},
             "algorithm.options.base: empg modulates another estimator",
@@ -78,6 +88,12 @@ def test_bad_config_names_the_key(tmp_path, data, named):
             {"info_gain": {"options": {"mode": "diff"}}},
             "algorithm.info_gain.options.mode: Input should be 'prob_diff' or 'log_prob_diff'",
         ),
+        (
+            {"judge": {"policy": "tiny", "options": {"mod": "expected"}}},
+            "algorithm.judge.options.mod: unknown option of judge (allowed: template,",
+        ),
+        ({"prm": {"kind": "dpo"}}, "algorithm.prm.kind: Input should be 'prime' or 'oprl'"),
+        ({"spa": {"steps": 0}}, "algorithm.spa.steps: Input should be greater than 0"),
     ],
 )
 def test_estimator_and_reward_options_are_checked_at_load(tmp_path, algorithm, named):
@@ -92,6 +108,20 @@ def test_good_estimator_options_load_as_given():
     assert cfg.algorithm.options == options
     empg = {"step_entropy": "entropy", "base": "gigpo", "base_options": {"gamma": 0.5}}
     assert load_config({"algorithm": {"estimator": "empg", "options": empg}}).algorithm.options
+    # EMPG reads the rollout's per-turn entropy by default: no option to name
+    assert load_config({"algorithm": {"estimator": "empg"}}).algorithm.options == {}
+
+
+def test_ppo_loads_with_its_value_head_and_gae_options():
+    cfg = load_config(
+        {"algorithm": {"estimator": "ppo", "options": {"lam": 0.95, "bootstrap": True}}},
+        ["value.enabled=true", "value.clip=null", "loss.recompute_old_logprobs=true"],
+    )
+    assert cfg.value.enabled and cfg.value.clip is None and cfg.value.coef == 0.5
+    assert cfg.algorithm.options == {"lam": 0.95, "bootstrap": True}
+    assert cfg.loss.recompute_old_logprobs
+    with pytest.raises(ConfigError, match="algorithm.options.lamda: unknown option of ppo"):
+        load_config({"algorithm": {"estimator": "ppo", "options": {"lamda": 1}}})
 
 
 def test_overrides_are_typed_and_reach_lists(tmp_path):
@@ -168,3 +198,13 @@ def test_the_quickstart_recipe_is_package_data_and_the_documented_copy_links_to_
     assert config.sft.enabled and config.eval.tasks >= 200
     documented = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
     assert documented.resolve() == path.resolve()
+
+
+def test_the_documented_reference_is_the_configs_own():
+    """docs/training.md's configuration table is config_reference(): every key, default and
+    description as the code has them."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    missing = [row for row in config_reference().splitlines() if row not in doc]
+    assert not missing, "docs/training.md is missing or has stale rows:\n" + "\n".join(missing)

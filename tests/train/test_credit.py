@@ -1,9 +1,12 @@
-"""Credit assignment in the trainer: process rewards and G-RA gating on a turn table."""
+"""Credit assignment in the trainer: process rewards, G-RA gating and PPO's values on a turn
+table."""
 
 import numpy as np
 
-from agentenv.train.credit import add_process_rewards, gate_rewards
-from agentenv.trajectory import TurnTable
+from agentenv.train.config import AlgorithmConfig
+from agentenv.train.credit import add_process_rewards, compute_credit, gate_rewards
+from agentenv.train.value import TurnValues
+from agentenv.trajectory import Trajectory, Turn, TurnTable
 
 
 def test_gra_step_rewards_count_with_their_process_reward_weight():
@@ -25,3 +28,26 @@ def test_gra_step_rewards_count_with_their_process_reward_weight():
     gated = gate_rewards(add_process_rewards(table, weights), 1.0, ["format"], weights)
     assert np.allclose(gated.outcome, [1.2, 0.0, 0.0])
     assert np.allclose(gated.reward, [0.1, 1.1, 0.0, 0.0, 0.0])
+
+
+async def test_ppo_credit_reads_the_values_and_bootstraps_only_truncated_ends():
+    """Two one-group episodes: τ0 answered (terminal), τ1 ran out of turns (truncated)."""
+    trajectories = [
+        Trajectory("t0", "q", "e", "q", turns=[Turn(0, "a", "o", 0.0), Turn(1, "a", "o", 1.0)]),
+        Trajectory("t1", "q", "e", "q", turns=[Turn(0, "a", "o", 0.5)], status="truncated"),
+    ]
+    values = TurnValues(values=np.array([0.2, 0.4, 0.1]), end_values=np.array([9.0, 0.3]))
+    options = {"gamma": 0.9, "lam": 0.8, "whiten": False}
+    plain = AlgorithmConfig(estimator="ppo", options=options)
+    credit = await compute_credit(plain, trajectories, None, values=values)
+    end = credit.table.components["end_value"]
+    np.testing.assert_allclose(end, [0.0, 0.0, 0.3])  # τ0's last-token value is not a bootstrap
+    np.testing.assert_allclose(credit.table.components["value"], values.values)
+    # δ = [0 + 0.9·0.4 − 0.2, 1 − 0.4], [0.5 − 0.1]
+    np.testing.assert_allclose(credit.advantages, [0.16 + 0.72 * 0.6, 0.6, 0.4])
+    np.testing.assert_allclose(credit.returns, credit.advantages + values.values)
+    boot = AlgorithmConfig(estimator="ppo", options={**options, "bootstrap": True})
+    credit = await compute_credit(boot, trajectories, None, values=values)
+    np.testing.assert_allclose(credit.advantages, [0.16 + 0.72 * 0.6, 0.6, 0.4 + 0.9 * 0.3])
+    record = credit.per_trajectory("ppo")[1]
+    assert record["components"] == {"value": [0.1], "end_value": [0.3]}

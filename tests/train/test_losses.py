@@ -1,4 +1,4 @@
-"""Loss functions against hand-computed and reference values (credit-assignment.md §8)."""
+"""Loss functions against hand-computed values (the KL example: docs/training.md, "Loss options")."""
 
 import math
 

@@ -225,7 +225,15 @@ def weights(run_dir):
     return load_file(run_dir / "model" / "model.safetensors")
 
 
-TIMINGS = {"rollout_s", "update_s", "tokens_per_s", "eval_s", "gen_seconds", "env_seconds"}
+TIMINGS = {
+    "rollout_s",
+    "update_s",
+    "sync_s",
+    "tokens_per_s",
+    "eval_s",
+    "gen_seconds",
+    "env_seconds",
+}
 
 
 def _untimed(value):

@@ -71,7 +71,8 @@ def test_recomputed_credit_reproduces_what_the_trainer_used(train_run):
             np.testing.assert_allclose(
                 recomputed.advantages[m.id]["igpo"], m.credit["advantage"], atol=1e-12
             )
-        assert "step_entropy" in saved.errors["empg"]  # EMPG needs an input runs do not save
+        assert "empg" not in saved.errors  # the rollout saved each turn's entropy
+        assert all(v is not None for m in members for v in saved.advantages[m.id]["empg"])
 
 
 def test_grpo_over_an_eval_group_is_agentenv_rewards_grpo(eval_run, expert_run, tmp_path):

@@ -1,4 +1,4 @@
-"""Worked examples of docs/shared reference (credit-assignment.md) as golden tests, atol 1e-5."""
+"""The worked examples of docs/credit-assignment.md as golden tests, atol 1e-5."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def close(actual, expected):
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), atol=ATOL, rtol=0)
 
 
-# --- §8 outcome estimators -------------------------------------------------------------------
+# --- docs/credit-assignment.md, 'Outcome estimators — worked example' -----------------------------
 def test_outcome_estimators_reference_example():
     r, g = [1.0, 0.0, 0.5], [7, 7, 7]
     close(adv.grpo(r, g), [0.999998, -0.999998, 0.0])
@@ -30,7 +30,7 @@ def test_outcome_singleton_rule():
     assert adv.drgrpo(r, g, singleton="zero")[0] == 0.0
 
 
-# --- §1 IGPO ---------------------------------------------------------------------------------
+# --- docs/credit-assignment.md, 'IGPO — worked example' -------------------------------------------
 # rows deliberately shuffled: traj, turn, reward, is_outcome
 IGPO_ROWS = [
     (2, 1, -0.1, False),
@@ -72,7 +72,7 @@ def test_igpo_separate_zero_boundary():
     close(got[2], [-0.534519, -1.269482, 0.0])
 
 
-# --- §2 G-RA + GRPO on totals ------------------------------------------------------------------
+# --- docs/credit-assignment.md, 'G-RA — worked example' -------------------------------------------
 def test_gra_then_grpo():
     close(adv.grpo([1.3, -0.5, 0.2], [0, 0, 0]), [1.065340, -0.918397, -0.146944])
     close(adv.grpo([1.3, -0.2, 0.2], [0, 0, 0]), [1.115765, -0.815367, -0.300398])
@@ -88,7 +88,7 @@ def test_gra_turn_returns():
     )
 
 
-# --- §3 GiGPO --------------------------------------------------------------------------------
+# --- docs/credit-assignment.md, 'GiGPO — worked example' ------------------------------------------
 GI_TRAJ = np.array([0, 0, 0, 1, 1, 1, 2, 2])
 GI_TURN = np.array([0, 1, 2, 0, 1, 2, 0, 1])
 GI_R = np.array([0, 0, 1, 0, 0, 0, 0, 1.0])
@@ -143,7 +143,7 @@ def test_gigpo_similarity_clusters_near_duplicates():
     assert one[2] == pytest.approx(ep[2])
 
 
-# --- §4 A²TGPO -------------------------------------------------------------------------------
+# --- docs/credit-assignment.md, 'A²TGPO — worked example' -----------------------------------------
 def test_a2tgpo_reference():
     nan = np.nan
     traj = np.array([0, 0, 0, 1, 1, 1, 2, 2])
@@ -162,7 +162,7 @@ def test_a2tgpo_reference():
     close([lo, hi], [0.996509, 1.004655])
 
 
-# --- §5 EMPG ---------------------------------------------------------------------------------
+# --- docs/credit-assignment.md, 'EMPG — worked example' -------------------------------------------
 def test_empg_reference():
     traj = [0, 0, 1, 1, 1, 2]
     turn = [0, 1, 0, 1, 2, 0]
@@ -172,10 +172,62 @@ def test_empg_reference():
     close(got, [1.630558, 0.843030, -0.981058, -0.390346, -1.446726, 0.344541])
 
 
-# --- §7a MT-GRPO -----------------------------------------------------------------------------
+# --- docs/credit-assignment.md, 'MT-GRPO — worked example' ----------------------------------------
 def test_mt_grpo_reference():
     first, later = adv.mt_grpo(
         [0.7, 0.2, 0.0], [2.5, 0.5, 0.0], [0, 0, 0], [True, True, False], lam=1.0
     )
     close(first, [2.242901, -0.655209, -0.772724])
     close(later, [1.133808, -0.377936, -0.772724])
+
+
+# --- docs/credit-assignment.md, 'PPO with turn-level GAE' -----------------------------------------
+def test_gae_hand_worked_example():
+    """γ = 0.9, λ = 0.8 (γλ = 0.72), rows shuffled.
+
+    τ0, terminal: r = [0, 0, 1], V = [0.5, 0.6, 0.8], V_3 = 0
+      δ = [0 + 0.9·0.6 − 0.5, 0 + 0.9·0.8 − 0.6, 1 + 0 − 0.8] = [0.04, 0.12, 0.2]
+      A = [0.04 + 0.72·0.264, 0.12 + 0.72·0.2, 0.2] = [0.23008, 0.264, 0.2]
+      R = A + V = [0.73008, 0.864, 1.0]
+    τ1, truncated: r = [0.5, 0], V = [0.4, 0.2], bootstrap V_2 = 0.3
+      δ = [0.5 + 0.9·0.2 − 0.4, 0 + 0.9·0.3 − 0.2] = [0.28, 0.07]
+      A = [0.28 + 0.72·0.07, 0.07] = [0.3304, 0.07];  R = [0.7304, 0.27]
+      without the bootstrap (V_2 = 0): δ_1 = −0.2, A = [0.136, −0.2], R = [0.536, 0.0]
+    whitened (population std over the 5 turns, eps 1e-8):
+      τ0 [0.129802, 0.523477, −0.219307], τ1 [1.294116, −1.728088]
+    """
+    rows = [  # traj, turn, reward, value, end value
+        (1, 1, 0.0, 0.2, 0.3),
+        (0, 2, 1.0, 0.8, 0.0),
+        (0, 0, 0.0, 0.5, 0.0),
+        (1, 0, 0.5, 0.4, 0.3),
+        (0, 1, 0.0, 0.6, 0.0),
+    ]
+    traj, turn, r, v, end = (np.array(c) for c in zip(*rows, strict=True))
+    kw = {"gamma": 0.9, "lam": 0.8}
+    a, ret = adv.gae(r, v, traj, turn, end_value=end, whiten=False, **kw)
+    close(a, [0.07, 0.2, 0.23008, 0.3304, 0.264])
+    close(ret, [0.27, 1.0, 0.73008, 0.7304, 0.864])
+    a, ret = adv.gae(r, v, traj, turn, whiten=False, **kw)
+    close(a, [-0.2, 0.2, 0.23008, 0.136, 0.264])
+    close(ret, [0.0, 1.0, 0.73008, 0.536, 0.864])
+    white, ret_w = adv.gae(r, v, traj, turn, end_value=end, **kw)
+    close(white, [-1.728088, -0.219307, 0.129802, 1.294116, 0.523477])
+    close(ret_w, [0.27, 1.0, 0.73008, 0.7304, 0.864])  # targets are never whitened
+
+
+def test_gae_lambda_one_is_return_minus_value_and_lambda_zero_is_td():
+    traj, turn = [0, 0, 0, 1], [0, 1, 2, 0]
+    r, v = [0.1, 0.0, 1.0, 0.5], [0.3, 0.2, 0.9, 0.4]
+    a, ret = adv.gae(r, v, traj, turn, gamma=0.9, lam=1.0, whiten=False)
+    close(ret, adv.discounted_returns(r, traj, turn, gamma=0.9))
+    close(a, ret - np.array(v))
+    td, _ = adv.gae(r, v, traj, turn, gamma=0.9, lam=0.0, whiten=False)
+    close(td, [0.1 + 0.9 * 0.2 - 0.3, 0.9 * 0.9 - 0.2, 1.0 - 0.9, 0.5 - 0.4])
+
+
+def test_gae_end_value_must_be_per_trajectory():
+    with pytest.raises(ValueError, match="end_value: must be constant"):
+        adv.gae([0, 1], [0, 0], [0, 0], [0, 1], end_value=[0.0, 1.0])
+    with pytest.raises(ValueError, match="values: expected 2 rows"):
+        adv.gae([0, 1], [0], [0, 0], [0, 1])

@@ -1,4 +1,4 @@
-"""G-RA (reference §2) and its multi-priority form."""
+"""G-RA (docs/credit-assignment.md, 'G-RA — worked example') and its multi-priority form."""
 
 from __future__ import annotations
 

@@ -91,6 +91,7 @@ def _hand_rolled(model, tok, context, answer, config):
 
 
 def test_reference_math():
+    """docs/credit-assignment.md, 'Information gain — worked example'."""
     assert np.exp(np.mean(np.log([0.2, 0.8]))) == pytest.approx(0.4)
     lp = np.log([0.1, 0.4, 0.5])
     np.testing.assert_allclose(ig.information_gains(lp), [0.3, 0.1], atol=1e-9)

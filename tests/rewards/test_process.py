@@ -74,6 +74,7 @@ async def test_judge_parses_caches_and_batches():
 
 
 def test_prime_reference():
+    """docs/credit-assignment.md, 'PRIME — worked example'."""
     logp = torch.tensor([[-1.0, -0.5, -2.0, 0.0]])
     ref = torch.tensor([[-1.2, -0.5, -1.5, -3.0]])
     steps = torch.tensor([[0, 0, 0, -1]])
@@ -93,6 +94,7 @@ def test_implicit_rewards_per_step():
 
 
 def test_oprl_dpo_reference():
+    """docs/credit-assignment.md, 'OPRL — worked example' (trajectory DPO)."""
     step_q = torch.tensor([[0.02, 0.04, 0.0], [-0.01, 0.01, -0.03]])
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
     loss = pr.trajectory_dpo_loss(step_q, mask, torch.tensor([1, 0]), torch.tensor([0, 0]))
@@ -102,6 +104,7 @@ def test_oprl_dpo_reference():
 
 
 def test_oprl_rloo_reference():
+    """docs/credit-assignment.md, 'OPRL — worked example' (advantages, rows shuffled)."""
     np.testing.assert_allclose(rloo([1.0, 0.0, 1.0], [0, 0, 0]), [0.5, -1.0, 0.5])
     traj = np.array([0, 0, 1, 1, 1, 2])
     turn = np.array([0, 1, 0, 1, 2, 0])
@@ -114,6 +117,7 @@ def test_oprl_rloo_reference():
 
 
 def test_spa_reference():
+    """docs/credit-assignment.md, 'SPA-RL — worked example'."""
     loss = pr.spa_loss(torch.tensor([[0.2, 0.5, 0.4]]), torch.ones(1, 3), torch.tensor([1.0]))
     assert float(loss) == pytest.approx(0.01, abs=ATOL)
     g = pr.grounded_steps(["ok", "Nothing happens.", "Nothing happens."])

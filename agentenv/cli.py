@@ -3,7 +3,8 @@
 Subcommands: ``list``, ``info``, ``check``, ``play``, ``serve``, ``eval``, ``serve-policy``,
 ``models prepare``, ``sft``, ``train``, ``report``, ``view`` and ``quickstart`` (the README's main
 job).
-Heavy imports (torch, transformers) happen inside the subcommands that need them.
+The subcommands that need torch (the ``train`` extra) import it when they run
+(:data:`TORCH_PARTS`); everything else is imported with this module.
 
 Global options: ``--import MODULE`` (repeatable) imports a module that registers envs, and
 ``--debug`` shows the traceback of any error. Without it an error is one message on stderr:
@@ -15,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import inspect
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+import uvicorn
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
@@ -28,12 +32,51 @@ from rich.table import Table
 
 from agentenv.check import BAD_ACTIONS, MAX_STEPS, check_env
 from agentenv.env import EnvContractError
-from agentenv.registry import import_env_module
-from agentenv.rollout import EpisodesFailedError
-from agentenv.service import EnvServiceError
+from agentenv.evaluate import (
+    Suite,
+    SuiteEntry,
+    evaluate,
+    failure_report,
+    failures,
+    load_suite,
+    summary_table,
+    tool_table,
+    tool_usage,
+)
+from agentenv.launch import serve
+from agentenv.models import load_tokenizer, prepare
+from agentenv.policies.specs import load_policy
+from agentenv.registry import env_class, env_info, import_env_module, list_envs, make
+from agentenv.rollout import EpisodesFailedError, RolloutConfig
+from agentenv.scale import require_ray
+from agentenv.service import EnvServiceError, list_services, service_spec
 from agentenv.toolcalls import PARSERS
+from agentenv.transcript import DEFAULT_LIMITS
+from agentenv.view.app import create_app
+from agentenv.view.export import export_html
+from agentenv.view.runs import open_run
 
 console = Console(width=None if sys.stdout.isatty() else 160)
+
+TORCH_PARTS: dict[str, str] = {
+    "serve_policy": "agentenv.policies.server",
+    "train": "agentenv.train",
+    "sft": "agentenv.train",
+    "write_report": "agentenv.train",
+    "quickstart": "agentenv.train",
+    "read_summary": "agentenv.train.summary",
+    "summary_line": "agentenv.train.summary",
+}
+"""The module of each function that the subcommands needing torch (``serve-policy``, ``train``,
+``sft``, ``report``, ``quickstart``) call, imported by :func:`torch_part` when one runs: torch
+and transformers are the ``train`` extra, and importing them costs ~7 s of CPU, nine times all
+that ``agentenv --help`` imports (0.8 s)."""
+
+
+def torch_part(name: str) -> Any:
+    """The function ``name`` of :data:`TORCH_PARTS`, its module imported now."""
+    return getattr(importlib.import_module(TORCH_PARTS[name]), name)
+
 
 EXIT_FAILURE = 1
 """Exit status of an unexpected error, and of an ``agentenv check`` that found failures."""
@@ -75,13 +118,10 @@ def _parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
 # Environments
 # ---------------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> None:
-    import agentenv
-    from agentenv.service import list_services
-
     table = Table(title="environments")
     table.add_column("id")
     table.add_column("description")
-    for info in agentenv.list_envs():
+    for info in list_envs():
         table.add_row(info.id, info.description)
     console.print(table)
     services = Table(title="services (agentenv serve NAME)")
@@ -93,10 +133,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    import agentenv
-    from agentenv.registry import env_class
-
-    info = agentenv.env_info(args.env)
+    info = env_info(args.env)
     cls = env_class(args.env)
     console.print(f"[bold]{info.id}[/bold] — {info.description}\n")
     console.print(inspect.getdoc(cls) or "(no description)")
@@ -113,7 +150,7 @@ def cmd_info(args: argparse.Namespace) -> None:
         console.print(table)
     if cls.stop_strings:
         console.print(f"stop strings: {', '.join(map(repr, cls.stop_strings))}")
-    env = agentenv.make(args.env)
+    env = make(args.env)
     try:
         _, reset_info = env.reset(seed=0)
         console.print("\n[bold]system prompt[/bold]")
@@ -160,9 +197,7 @@ def _tools_table(tools: list[dict[str, Any]]) -> Table:
 
 def cmd_play(args: argparse.Namespace) -> None:
     """A person plays: sees observations, types actions (end with an empty line), sees rewards."""
-    import agentenv
-
-    env = agentenv.make(args.env, **_parse_assignments(args.env_arg, "--env-arg"))
+    env = make(args.env, **_parse_assignments(args.env_arg, "--env-arg"))
     try:
         observation, info = env.reset(seed=args.seed)
         console.rule(f"{args.env} · task {info.get('task_id')}")
@@ -202,9 +237,6 @@ def cmd_play(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from agentenv.launch import serve
-    from agentenv.service import service_spec
-
     spec = service_spec(args.name)
     config = _parse_assignments(args.option, "--option")
     if args.corpus:
@@ -216,9 +248,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------
 # Policies and evaluation
 # ---------------------------------------------------------------------------------------------
-def _rollout_config(args: argparse.Namespace) -> Any:
-    from agentenv.rollout import RolloutConfig
-
+def _rollout_config(args: argparse.Namespace) -> RolloutConfig:
     return RolloutConfig(
         max_turns=args.max_turns,
         max_tokens_per_turn=args.max_tokens_per_turn,
@@ -229,21 +259,6 @@ def _rollout_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from agentenv.evaluate import (
-        Suite,
-        SuiteEntry,
-        evaluate,
-        failure_report,
-        failures,
-        load_suite,
-        summary_table,
-        tool_table,
-        tool_usage,
-    )
-    from agentenv.models import load_tokenizer
-    from agentenv.policies.specs import load_policy
-    from agentenv.transcript import DEFAULT_LIMITS
-
     if bool(args.env) == bool(args.suite):
         raise SystemExit("agentenv eval: give exactly one of --env ENV or --suite SUITE")
     if args.suite:
@@ -256,18 +271,28 @@ def cmd_eval(args: argparse.Namespace) -> None:
         suite = Suite(args.env, [SuiteEntry(args.env, env_kwargs, args.split, args.n)])
     policy_kwargs = {"tokenizer": load_tokenizer(args.tokenizer)} if args.tokenizer else {}
     policy = load_policy(args.policy, **policy_kwargs)
+    fanout = None
+    if args.ray is not None:
+        scale_ray = _ray_module()
+        source = scale_ray.PolicySource(args.policy, policy_kwargs)
+        fanout = scale_ray.RayFanout.started(source, args.ray, workers=args.ray_workers)
+    engine = {} if fanout is None else {"make_engine": fanout.engine}
 
     async def run() -> Any:
         try:
             return await evaluate(
                 policy, suite, k=args.k, out_dir=args.out, resume=args.resume,
                 rollout=_rollout_config(args), config=vars(args),
-                transcripts=None if args.no_transcripts else DEFAULT_LIMITS,
+                transcripts=None if args.no_transcripts else DEFAULT_LIMITS, **engine,
             )  # fmt: skip
         finally:
             await policy.aclose()
 
-    result = asyncio.run(run())
+    try:
+        result = asyncio.run(run())
+    finally:
+        if fanout is not None:
+            fanout.close()
     console.print(summary_table(result.summaries, args.k, title=f"{args.policy} on {suite.name}"))
     usage = tool_usage(result.rows)
     if usage:
@@ -285,16 +310,37 @@ def cmd_eval(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
-def cmd_serve_policy(args: argparse.Namespace) -> None:
-    from agentenv.policies.server import serve_policy
+def _ray_module() -> Any:
+    """:mod:`agentenv.scale.ray` for ``--ray``; a usage error naming the extra without ray."""
+    try:
+        require_ray()
+    except ImportError as exc:
+        raise SystemExit(str(exc)) from exc
+    from agentenv.scale import ray as scale_ray  # the ray extra: imported only with --ray
 
+    return scale_ray
+
+
+def _add_ray_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help=f"{what} on a Ray cluster: 'local' (the default: a private cluster on this machine, "
+        "stopped at the end), 'auto' (the one `ray start` runs here) or HOST:PORT of a "
+        "cluster's head; needs the ray extra (docs/scale.md)",
+    )
+
+
+def cmd_serve_policy(args: argparse.Namespace) -> None:
+    serve_policy = torch_part("serve_policy")
     console.print(f"serving {args.model} at http://{args.host}:{args.port}/v1 (Ctrl-C stops)")
     serve_policy(args.model, host=args.host, port=args.port, tool_parser=args.tool_parser)
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from agentenv.models import prepare
-
     path = prepare(args.name)
     console.print(f"{args.name} ready at {path}")
 
@@ -303,26 +349,24 @@ def cmd_models(args: argparse.Namespace) -> None:
 # Training
 # ---------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> None:
-    from agentenv.train import train
-    from agentenv.train.summary import read_summary, summary_line
-
     if not args.config and not args.resume:
         raise SystemExit("agentenv train: give a CONFIG file or --resume RUN_DIR")
-    run_dir = train(args.config, overrides=args.set or [], resume=args.resume)
-    console.print(summary_line(read_summary(run_dir)), highlight=False)
+    overrides = list(args.set or [])
+    if args.ray is not None:
+        _ray_module()
+        overrides.append(f"ray.address={json.dumps(args.ray)}")
+    run_dir = torch_part("train")(args.config, overrides=overrides, resume=args.resume)
+    summary = torch_part("read_summary")(run_dir)
+    console.print(torch_part("summary_line")(summary), highlight=False)
 
 
 def cmd_sft(args: argparse.Namespace) -> None:
-    from agentenv.train import sft
-
-    run_dir = sft(args.config, overrides=args.set or [])
+    run_dir = torch_part("sft")(args.config, overrides=args.set or [])
     console.print(f"run folder: {run_dir}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from agentenv.train import write_report
-
-    console.print(f"report: {write_report(Path(args.run_dir))}")
+    console.print(f"report: {torch_part('write_report')(Path(args.run_dir))}")
 
 
 def cmd_view(args: argparse.Namespace) -> None:
@@ -330,18 +374,11 @@ def cmd_view(args: argparse.Namespace) -> None:
     if args.html is None:
         if args.max_episodes is not None:
             raise SystemExit("agentenv view: --max-episodes goes with --html OUT")
-        import uvicorn
-
-        from agentenv.view.app import create_app
-
         app = create_app(args.source)  # a bad run fails here, before the server starts
         url = f"http://127.0.0.1:{args.port}"
         console.print(f"viewing {args.source} at {url} (Ctrl-C stops)", highlight=False)
         uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
         return
-    from agentenv.view.export import export_html
-    from agentenv.view.runs import open_run
-
     done = export_html(open_run(args.source), args.html, max_episodes=args.max_episodes)
     console.print(
         f"wrote {done.path} ({done.bytes / 1e6:.1f} MB, {done.embedded} of {done.total} "
@@ -351,9 +388,7 @@ def cmd_view(args: argparse.Namespace) -> None:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
-    from agentenv.train import quickstart
-
-    quickstart(out_dir=args.out)
+    torch_part("quickstart")(out_dir=args.out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,6 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="tool-call format of envs with native tools (default: detected from the template)",
     )
+    _add_ray_option(p, "play the episodes")
+    p.add_argument(
+        "--ray-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --ray: rollout worker actors (default 0: one per node)",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("serve-policy", help="OpenAI-compatible server over a local model")
@@ -488,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "train":
             p.add_argument("--resume", type=Path, metavar="RUN_DIR")
+            _add_ray_option(p, "play the rollouts and held-out evaluations")
         p.set_defaults(func=func)
 
     p = sub.add_parser("report", help="Markdown report with learning curves of a run")

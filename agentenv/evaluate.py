@@ -581,7 +581,10 @@ def tool_table(usage: Sequence[ToolUsage]) -> Any:
 
 def failure_report(found: Sequence[Failure], *, max_reasons: int = 8) -> list[Any]:
     """Rich renderables: a table of the failure reasons (count, reason, example episode), then
-    one short example transcript per reason (the first ``max_reasons`` reasons)."""
+    one short example transcript per reason (the first ``max_reasons`` reasons); nothing when
+    every episode succeeded."""
+    if not found:
+        return []
     table = Table(title="unsuccessful episodes by reason")
     table.add_column("episodes", justify="right")
     table.add_column("reason", overflow="fold")

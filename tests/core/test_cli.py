@@ -76,6 +76,7 @@ def test_eval_expert_and_random(tmp_path):
               "--out", str(tmp_path / "e"))  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "100.0%" in out.stdout
+    assert "unsuccessful episodes" not in out.stdout  # every episode succeeded: no such table
     rows = (tmp_path / "e" / "results.jsonl").read_text().splitlines()
     assert len(rows) == 12 and json.loads(rows[0])["status"] == "done"
     out = run("eval", "--env", "search-v0", "--policy", "random", "-n", "6")

@@ -8,6 +8,7 @@ register(
     "agentenv.envs.webshop.env:WebShopEnv",
     description="Buy the instructed product in a WebShop-like store (WebShop text protocol)",
     expert="agentenv.envs.webshop.expert",
+    pretraining="agentenv.envs.webshop.pretraining:pretraining_texts",
 )
 register_service(
     "webshop",

@@ -53,13 +53,14 @@ from agentenv.env import (
     TextEnv,
 )
 from agentenv.envs.webshop.catalog import CatalogConfig, generate_catalog
-from agentenv.envs.webshop.pages import MAX_ACTION_CHARS, Page
+from agentenv.envs.webshop.pages import MAX_ACTION_CHARS, PRODUCT_WINDOW, Page
 from agentenv.envs.webshop.products import Goal
 from agentenv.envs.webshop.search import catalog_digest
 from agentenv.envs.webshop.server import goal_body
 from agentenv.envs.webshop.tasks import GoalConfig, goal_by_id, goal_ids, split_sizes
 from agentenv.launch import connect
-from agentenv.service import DEFAULT_TIMEOUT, RetryPolicy, ServiceClient
+from agentenv.retry import DEFAULT_TIMEOUT, RetryPolicy
+from agentenv.service import ServiceClient
 from agentenv.sessions import ServiceSession, SessionHolder, check_served
 
 SERVICE_FACTORY = "agentenv.envs.webshop.server:create_app"
@@ -132,6 +133,8 @@ class WebShopEnv(SessionHolder, TextEnv):
         reward: ``"score"`` (WebShop's score) or ``"success"`` (1 iff the score is 1.0).
         show_actions: append ``Available actions: ...`` to every observation (verl-agent puts
             the admissible actions in its prompt); off, observations are WebShop's page texts.
+        results_per_page: products a results page lists (WebShop's 10); fewer make shorter
+            pages for a small model.
         timeout: seconds per attempt of a service call.
     """
 
@@ -155,12 +158,15 @@ class WebShopEnv(SessionHolder, TextEnv):
         max_turns: int = MAX_TURNS,
         reward: Literal["score", "success"] = "score",
         show_actions: bool = False,
+        results_per_page: int = PRODUCT_WINDOW,
         timeout: float = DEFAULT_TIMEOUT,
         render_mode: str | None = None,
     ) -> None:
         super().__init__(render_mode=render_mode)
         if max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {max_turns}")
+        if results_per_page < 1:
+            raise ValueError(f"results_per_page must be >= 1, got {results_per_page}")
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         knobs = _known(CatalogConfig, catalog, "catalog")
@@ -175,6 +181,7 @@ class WebShopEnv(SessionHolder, TextEnv):
         self.max_turns = max_turns
         self.reward_name = reward
         self.show_actions = show_actions
+        self.results_per_page = results_per_page
         self.retry = RetryPolicy(timeout=timeout)
         self.system_prompt = SYSTEM_PROMPT_TEXT.format(max_turns=max_turns)
         self._actions: list[str] = []
@@ -232,7 +239,9 @@ class WebShopEnv(SessionHolder, TextEnv):
         """A fresh session on the episode's goal, with the episode's valid actions so far
         replayed (an env copied mid-episode gets its page back so)."""
         session = await ServiceSession.open(await self._connect())
-        body = await session.reset({"goal": goal_body(self.task)})
+        body = await session.reset(
+            {"goal": goal_body(self.task), "results_per_page": self.results_per_page}
+        )
         for action in self._actions:
             body = await session.step(_step_body(action))
         self._session = session

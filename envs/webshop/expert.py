@@ -4,13 +4,24 @@ goal, and a random baseline.
 The expert is stateless: from the goal and the chat so far it reads the last page (its kind from
 WebShop's page texts) and its own earlier valid actions, then
 
-- on the search page: searches the next query it has not tried, from the instruction's words
-  (the price clause dropped), then the goal product's name, its name with the goal's
+- on the search page: searches the next query it has not tried: the instruction from its
+  article on (``i need a tv stand that is solid wood with size: x-large, and price lower than
+  540.00 dollars.`` → ``tv stand that is solid wood with size: x-large``), the whole
+  instruction (the price clause dropped), the goal product's name, its name with the goal's
   attributes, and the goal's query;
 - on a results page: opens the goal product if listed, else goes to the next page, else back
   to search (for the next query);
 - on the goal product's page: chooses each goal option value the page offers that it has not
   chosen since opening the page, then buys; on another product's page or a sub-page: goes back.
+
+It writes queries, product IDs and option values exactly as the page shows them, each after a
+space as every text of the page follows its separator ``" [SEP] "`` (``search[ tv stand …]``,
+``click[ B0U3VG30Y4]``; the env strips the space and reads values case-insensitively), so that
+the argument is a span of the page to a byte-level tokenizer too: the same tokens, not the
+space-less first word a ``[`` would leave.
+
+:func:`closed_book` is an imperfect demonstrator for SFT data (``sft.demonstrators``,
+``closed-book``): the expert, but it buys the goal product without choosing its options.
 """
 
 from __future__ import annotations
@@ -32,6 +43,9 @@ from agentenv.envs.webshop.products import Goal
 
 INVALID_PREFIX = "Invalid action:"
 _PRICE_CLAUSE = re.compile(r",?\s*and price lower than [\d.]+ dollars", re.IGNORECASE)
+_LEAD = re.compile(r"^(?:\S+\s+){0,4}?an?\s+")
+"""The instruction's lead up to its article, within its first five words (``i am looking for
+a``, ``find me an``); an instruction without one keeps its words."""
 _JUNK = ("click[", "search[]", "click[[[x]]]", "buy now", "<action>click[</action>", "")
 
 Messages = Sequence[dict[str, str]]
@@ -82,8 +96,9 @@ def valid_actions(messages: Messages) -> list[tuple[str, str]]:
 def queries(goal: Goal) -> list[str]:
     """The searches the expert tries, in order."""
     instruction = _PRICE_CLAUSE.sub("", goal.instruction)
+    tail = _LEAD.sub("", instruction, count=1).rstrip(".")
     extended = " ".join([goal.name, *goal.attributes, *goal.options.values()])
-    candidates = [instruction, goal.name, extended, goal.query]
+    candidates = [tail, instruction, goal.name, extended, goal.query]
     return [q for q in dict.fromkeys(" ".join(c.lower().split()) for c in candidates) if q]
 
 
@@ -92,33 +107,38 @@ def _searches(actions: list[tuple[str, str]]) -> int:
 
 
 def _open_asin(actions: list[tuple[str, str]]) -> tuple[str, int]:
-    """The last product (ASIN, lower case) opened from a results page, and the index of that
+    """The last product (ASIN, upper case) opened from a results page, and the index of that
     click (-1: none)."""
     for i in range(len(actions) - 1, -1, -1):
         action, page = actions[i]
         arg = action[len("click[") : -1] if action.startswith("click[") else ""
         if arg and page_kind(page) == "results" and arg.upper() in page.split(SEP):
-            return arg, i
+            return arg.upper(), i
     return "", -1
+
+
+def _copied(verb: str, text: str) -> str:
+    """``verb[ text]``: the argument after a space, tokenized as the page shows it."""
+    return f"{verb}[ {text}]"
 
 
 def _shop_item(goal: Goal, page: str, actions: list[tuple[str, str]]) -> str:
     asin, at = _open_asin(actions)
-    if asin != goal.asin.lower():
+    if asin != goal.asin.upper():
         return f"click[{PREV_PAGE}]"
-    shown = {p.strip().lower() for p in page.split(SEP)}
-    chosen = {a for a, _ in actions[at + 1 :]}
+    shown = {" ".join(p.lower().split()): p.strip() for p in page.split(SEP)}
+    chosen = {a.lower() for a, _ in actions[at + 1 :]}
     for value in goal.options.values():
-        action = f"click[{' '.join(value.lower().split())}]"
-        if value.lower() in shown and action not in chosen:
-            return action
+        text = shown.get(" ".join(value.lower().split()))
+        if text is not None and f"click[{text.lower()}]" not in chosen:
+            return _copied("click", text)
     return f"click[{BUY_NOW}]"
 
 
 def _shop_results(goal: Goal, page: str) -> str:
     parts = page.split(SEP)
     if goal.asin in parts:
-        return f"click[{goal.asin.lower()}]"
+        return _copied("click", goal.asin.upper())
     if "Next >" in parts:
         return f"click[{NEXT_PAGE}]"
     return f"click[{BACK_TO_SEARCH}]"
@@ -131,7 +151,7 @@ def solve(task: Goal, messages: Messages) -> str:
     actions = valid_actions(messages)
     if kind == "start":
         options = queries(task)
-        return f"search[{options[min(_searches(actions), len(options) - 1)]}]"
+        return _copied("search", options[min(_searches(actions), len(options) - 1)])
     if kind == "results":
         return _shop_results(task, page)
     if kind == "item":
@@ -139,6 +159,17 @@ def solve(task: Goal, messages: Messages) -> str:
     if kind == "sub":
         return f"click[{PREV_PAGE}]"
     return f"click[{BUY_NOW}]"  # the episode is over: any action
+
+
+def closed_book(task: Goal, messages: Messages) -> str:
+    """A hasty shopper (the ``closed-book`` demonstrator): searches and opens the goal product as
+    :func:`solve` does, then buys it at once without choosing any option. It fails every goal
+    that asks for an option value; mixed into SFT data it stands for the habit RL must break,
+    buying before choosing the options."""
+    page = page_text(_last_observation(messages))
+    if page_kind(page) == "item" and _open_asin(valid_actions(messages))[0] == task.asin.upper():
+        return f"click[{BUY_NOW}]"
+    return solve(task, messages)
 
 
 def random_action(task: Goal, messages: Messages, rng: np.random.Generator) -> str:

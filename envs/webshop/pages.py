@@ -9,7 +9,8 @@ Pages (Yao et al. 2022, arXiv 2207.01206; ``web_agent_site/templates`` and
   ``search[keywords]``.
 - **results** — ``Instruction: [SEP] <instr> [SEP] Back to Search [SEP] Page N (Total results:
   M) [SEP] < Prev [SEP] Next > [SEP] <ASIN> [SEP] <title> [SEP] <price> …``: the top
-  :data:`~agentenv.envs.webshop.search.SEARCH_RETURN_N` hits, :data:`PRODUCT_WINDOW` a page;
+  :data:`~agentenv.envs.webshop.search.SEARCH_RETURN_N` hits, :data:`PRODUCT_WINDOW` a page by
+  default (``Browser.results_per_page``);
   ``< Prev`` only after page 1, ``Next >`` only while more hits follow.
 - **item** — ``… Back to Search [SEP] < Prev [SEP] <option name> [SEP] <value> … [SEP] <title>
   [SEP] Price: <price> [SEP] Rating: N.A. [SEP] Description [SEP] Features [SEP] Reviews [SEP]
@@ -174,6 +175,8 @@ class Browser:
     page: Page = field(default_factory=Page)
     hits: tuple[str, ...] = ()
     score: float | None = None
+    results_per_page: int = PRODUCT_WINDOW
+    """Products a results page lists (WebShop's :data:`PRODUCT_WINDOW`)."""
 
     # -- what the page offers -----------------------------------------------------------------
     def product(self) -> Product | None:
@@ -183,8 +186,8 @@ class Browser:
         """The ASINs listed on the current results page (upper case), else none."""
         if self.page.kind != "results":
             return []
-        start = (self.page.page - 1) * PRODUCT_WINDOW
-        return list(self.hits[start : start + PRODUCT_WINDOW])
+        start = (self.page.page - 1) * self.results_per_page
+        return list(self.hits[start : start + self.results_per_page])
 
     def _option_clicks(self) -> dict[str, str]:
         """Option value → option name on an item page (the later name wins a shared value)."""
@@ -202,7 +205,7 @@ class Browser:
             buttons = [BACK_TO_SEARCH]
             if self.page.page > 1:
                 buttons.append(PREV_PAGE)
-            if self.page.page * PRODUCT_WINDOW < len(self.hits):
+            if self.page.page * self.results_per_page < len(self.hits):
                 buttons.append(NEXT_PAGE)
             return buttons + [a.lower() for a in self.page_asins()]
         if kind == "item":
@@ -330,7 +333,7 @@ class Browser:
         parts = [f"Page {page.page} (Total results: {len(self.hits)})"]
         if page.page > 1:
             parts.append("< Prev")
-        if page.page * PRODUCT_WINDOW < len(self.hits):
+        if page.page * self.results_per_page < len(self.hits):
             parts.append("Next >")
         for asin in self.page_asins():
             product = self.shop.product(asin)

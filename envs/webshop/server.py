@@ -6,9 +6,10 @@ Built with :func:`agentenv.sessions.session_app` (``POST /sessions``, ``/session
 ``GET /catalog`` (the catalogue's digest, size and config, so an env can check a remote service
 serves its shop).
 
-- ``POST /sessions/{id}/reset`` with ``{"goal": {Goal fields}}`` starts a shopping episode on
-  the start page for that goal (the client sends the goal, so generated and loaded goals work
-  alike); answers a :func:`page_body`.
+- ``POST /sessions/{id}/reset`` with ``{"goal": {Goal fields}}`` (and optionally
+  ``"results_per_page"``, default :data:`~agentenv.envs.webshop.pages.PRODUCT_WINDOW`) starts a
+  shopping episode on the start page for that goal (the client sends the goal, so generated and
+  loaded goals work alike); answers a :func:`page_body`.
 - ``POST /sessions/{id}/step`` with ``{"action": str}`` (and ``"length"``, the full length of
   a message the client cut) applies one action
   (:meth:`~agentenv.envs.webshop.pages.Browser.act`); answers a :func:`page_body` with
@@ -29,7 +30,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 
 from agentenv.envs.webshop.catalog import CatalogConfig, generate_catalog
-from agentenv.envs.webshop.pages import SUB_PAGES, Browser
+from agentenv.envs.webshop.pages import PRODUCT_WINDOW, SUB_PAGES, Browser
 from agentenv.envs.webshop.products import Goal, Product
 from agentenv.envs.webshop.search import ProductIndex
 from agentenv.rewards.webshop import option_matches, webshop_reward
@@ -118,8 +119,11 @@ class ShopBackend:
 
     async def reset(self, session: ShopSession, body: dict[str, Any]) -> dict[str, Any]:
         goal = goal_from_body(body.get("goal"))
+        per_page = body.get("results_per_page", PRODUCT_WINDOW)
+        if not isinstance(per_page, int) or isinstance(per_page, bool) or per_page < 1:
+            raise HTTPException(422, f"results_per_page must be an integer >= 1, got {per_page!r}")
         session.goal = goal
-        session.browser = Browser(self.index, goal.instruction)
+        session.browser = Browser(self.index, goal.instruction, results_per_page=per_page)
         return {**page_body(session.browser, goal), "done": False}
 
     async def step(self, session: ShopSession, body: dict[str, Any]) -> dict[str, Any]:

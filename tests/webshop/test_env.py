@@ -12,7 +12,9 @@ import pytest
 import agentenv
 from agentenv.env import EpisodeOverError
 from agentenv.envs.webshop import expert
+from agentenv.envs.webshop.catalog import CatalogConfig, generate_catalog
 from agentenv.envs.webshop.env import WebShopEnv
+from agentenv.envs.webshop.pretraining import pretraining_texts
 from agentenv.play import play_episode
 
 
@@ -176,3 +178,32 @@ def test_unknown_knobs_and_splits_are_refused() -> None:
     with pytest.raises(ValueError, match="no split"):
         WebShopEnv(split="dev")
     assert WebShopEnv().splits() == {"train": None, "test": 500, "compositional": 200}
+
+
+@pytest.mark.parametrize("per_page", [1, 3])
+async def test_results_per_page_lists_that_many_products_and_the_expert_still_wins(per_page):
+    shop = WebShopEnv(num_products=200, results_per_page=per_page)
+    try:
+        episode = await play_episode(shop, expert.solve, seed=4)
+        results = next(i for i in episode.infos if i["anchor"][0] == "results")
+        products = [a for a in results["available_actions"]["clickables"] if a.startswith("b0")]
+        assert len(products) == per_page and episode.success
+    finally:
+        await shop.aclose()
+    with pytest.raises(ValueError, match="results_per_page must be >= 1"):
+        WebShopEnv(results_per_page=0)
+
+
+def test_pretraining_text_shows_other_catalogues_and_copy_drills():
+    texts = pretraining_texts(40, num_products=60, results_per_page=2)
+    assert len(texts) == 40 and texts == pretraining_texts(40, num_products=60, results_per_page=2)
+    drills = [t for t in texts if "\n" not in t]
+    assert len(drills) == 20  # drill_fraction 0.5
+    for drill in drills:
+        parts = drill.split(" [SEP] ")
+        half = len(parts) // 2
+        assert len(parts) % 2 == 0 and parts[:half] == parts[half:]
+    own = {p.asin for p in generate_catalog(CatalogConfig(num_products=60))}
+    pages = "\n".join(t for t in texts if "\n" in t)
+    assert "search[" in pages and "click[" in pages
+    assert not any(asin in pages for asin in own)  # no product of the env's own catalogue

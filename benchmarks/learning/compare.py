@@ -66,6 +66,8 @@ METHODS: dict[str, list[str]] = {
     "empg": ["algorithm.estimator=empg"],
     # PPO: turn-level GAE over the values of a value head trained with the policy.
     "ppo": ["algorithm.estimator=ppo", "value.enabled=true"],
+    # A learned process reward: SPA's progress head, fitted each step on the run's own episodes.
+    "grpo+SPA": ["algorithm.estimator=grpo", "algorithm.spa.enabled=true"],
 }
 BASELINE = "grpo"
 

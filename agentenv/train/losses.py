@@ -262,6 +262,24 @@ def token_logprobs_and_states(
     return logp_full, entropy.new_zeros(input_ids.shape).masked_scatter(at, entropy), states
 
 
+def base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model itself, under a peft wrapper if there is one."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def last_hidden_states(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """``(B, L, D)`` final-layer hidden states (after the final norm), without the LM head where
+    the model exposes its decoder."""
+    base = base_model(model)
+    if hasattr(base, "get_decoder"):
+        out = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask)
+        return out.last_hidden_state
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    return out.hidden_states[-1]
+
+
 def _logits_at(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -271,7 +289,7 @@ def _logits_at(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits of the positions ``keep`` (a boolean ``(batch, length)`` mask), shape ``(n, V)``,
     and the last hidden states at ``states_at`` (None when it is None)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    base = base_model(model)
     config = getattr(base, "config", None)
     rescaled = any(
         getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale")
@@ -284,8 +302,7 @@ def _logits_at(
         )
         states = None if states_at is None else out.hidden_states[-1][states_at]
         return out.logits[keep], states
-    hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask)
-    last = hidden.last_hidden_state
+    last = last_hidden_states(model, input_ids, attention_mask)
     states = None if states_at is None else last[states_at]
     return base.get_output_embeddings()(last[keep]), states
 

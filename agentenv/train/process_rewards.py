@@ -63,7 +63,7 @@ from agentenv.train.config import (
     SPASection,
     TrainConfig,
 )
-from agentenv.train.losses import masked_token_logprobs
+from agentenv.train.losses import base_model, last_hidden_states, masked_token_logprobs
 from agentenv.train.model import build_optimizer, load_trainable, optimizer_step
 from agentenv.trajectory import Trajectory, TurnTable
 
@@ -117,19 +117,6 @@ def turn_ends(batch: TokenBatch, num_turns: int) -> torch.Tensor:
     keep = steps >= 0
     ends.scatter_reduce_(0, slot[keep], position[keep], reduce="amax")
     return ends.reshape(rows, num_turns)
-
-
-def last_hidden_states(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> torch.Tensor:
-    """``(B, L, D)`` final-layer hidden states (after the final norm), without the LM head where
-    the model exposes its decoder."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
-    if hasattr(base, "get_decoder"):
-        out = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask)
-        return out.last_hidden_state
-    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-    return out.hidden_states[-1]
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -372,8 +359,7 @@ class ProgressReward:
         self.model = model
         self.micro_batch_tokens = micro_batch_tokens
         self.pad_id = pad_id
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
-        self.head = ProgressHead(int(base.config.hidden_size))
+        self.head = ProgressHead(int(base_model(model).config.hidden_size))
         self.fits = 0
 
     @torch.no_grad()

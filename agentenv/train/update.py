@@ -16,6 +16,7 @@ the mini-batch's turns).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,31 +88,39 @@ class UpdateStats:
         }
 
 
+@torch.no_grad()
+def batch_logprobs(
+    learner: Learner,
+    batch: TokenBatch,
+    token_budget: int,
+    logprobs: Callable[[TokenBatch], torch.Tensor],
+) -> torch.Tensor:
+    """``logprobs`` of every row of ``batch`` (eval mode, no grad), micro-batched by
+    ``token_budget``, as a CPU float tensor shaped like ``batch.old_logprobs``."""
+    learner.model.eval()
+    out = torch.zeros_like(batch.old_logprobs)
+    for rows in micro_batches(batch.lengths.tolist(), token_budget):
+        logp = logprobs(batch.select(rows).to(learner.device)).float().cpu()
+        out[rows, : logp.shape[1]] = logp
+    return out
+
+
 def attach_reference_logprobs(learner: Learner, batch: TokenBatch, token_budget: int) -> None:
     """Fill ``batch.ref_logprobs`` with the KL reference's per-token log-probs."""
-    learner.model.eval()
-    batch.ref_logprobs = torch.zeros_like(batch.old_logprobs)
-    for rows in micro_batches(batch.lengths.tolist(), token_budget):
-        mb = batch.select(rows).to(learner.device)
-        ref = learner.reference_logprobs(mb).float().cpu()
-        batch.ref_logprobs[rows, : ref.shape[1]] = ref
+    batch.ref_logprobs = batch_logprobs(learner, batch, token_budget, learner.reference_logprobs)
 
 
-@torch.no_grad()
 def recompute_old_logprobs(learner: Learner, batch: TokenBatch, token_budget: int) -> float:
     """Replace ``batch.old_logprobs`` by the training forward pass's (eval mode, no grad) and
     return mean |rollout − recomputed| over the loss tokens."""
-    learner.model.eval()
-    fresh = torch.zeros_like(batch.old_logprobs)
-    for rows in micro_batches(batch.lengths.tolist(), token_budget):
-        mb = batch.select(rows).to(learner.device)
+
+    def training_pass(mb: TokenBatch) -> torch.Tensor:
         with learner.forward():
-            logp = masked_token_logprobs(
-                learner.model, mb.input_ids, mb.attention_mask, mb.loss_mask, with_entropy=False
-            )[0]
-        fresh[rows, : logp.shape[1]] = logp.float().cpu()
-    loss_tokens = batch.loss_mask > 0
-    drift = (batch.old_logprobs - fresh).abs()[loss_tokens]
+            args = (mb.input_ids, mb.attention_mask, mb.loss_mask)
+            return masked_token_logprobs(learner.model, *args, with_entropy=False)[0]
+
+    fresh = batch_logprobs(learner, batch, token_budget, training_pass)
+    drift = (batch.old_logprobs - fresh).abs()[batch.loss_mask > 0]
     batch.old_logprobs = fresh
     return float(drift.mean()) if drift.numel() else 0.0
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from agentenv.train.batching import TokenBatch, micro_batches
-from agentenv.train.losses import token_logprobs_and_states
+from agentenv.train.losses import base_model, token_logprobs_and_states
 
 VALUE_HEAD = "value_head"
 """The name of the value head's weights in a checkpoint."""
@@ -46,8 +46,8 @@ class ValueHead(torch.nn.Module):
     @classmethod
     def for_model(cls, model: torch.nn.Module) -> ValueHead:
         """A head sized for ``model``'s hidden states, on its device."""
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
-        return cls(int(base.config.hidden_size)).to(next(model.parameters()).device)
+        hidden_size = int(base_model(model).config.hidden_size)
+        return cls(hidden_size).to(next(model.parameters()).device)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """``(n, H)`` hidden states → ``(n,)`` float32 values."""

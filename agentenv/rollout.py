@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -274,6 +274,23 @@ def between_turns_ids(
 # ---------------------------------------------------------------------------------------------
 # Engine
 # ---------------------------------------------------------------------------------------------
+async def play_all(
+    requests: Sequence[EpisodeRequest],
+    play: Callable[[EpisodeRequest], Awaitable[Trajectory]],
+    on_episode: Callable[[Trajectory], None] | None = None,
+) -> list[Trajectory]:
+    """``play`` every request concurrently; ``on_episode`` hears each trajectory as it ends; the
+    trajectories come back in request order."""
+
+    async def one(request: EpisodeRequest) -> Trajectory:
+        trajectory = await play(request)
+        if on_episode is not None:
+            on_episode(trajectory)
+        return trajectory
+
+    return list(await asyncio.gather(*(one(r) for r in requests)))
+
+
 class RolloutEngine:
     """Plays episodes of any registered envs with one policy, concurrently and token-faithfully."""
 
@@ -306,14 +323,11 @@ class RolloutEngine:
                 "token-faithful rollouts need one (e.g. OpenAIPolicy(..., tokenizer=PATH))"
             )
 
-        async def one(request: EpisodeRequest) -> Trajectory:
+        async def play(request: EpisodeRequest) -> Trajectory:
             async with self._episode_slots:
-                trajectory = await self.run_episode(request)
-            if on_episode is not None:
-                on_episode(trajectory)
-            return trajectory
+                return await self.run_episode(request)
 
-        return list(await asyncio.gather(*(one(r) for r in requests)))
+        return await play_all(requests, play, on_episode)
 
     async def run_episode(self, request: EpisodeRequest) -> Trajectory:
         """Play one episode. Env or service failures end it as ``error``, never raise."""

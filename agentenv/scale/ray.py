@@ -64,7 +64,7 @@ from agentenv.launch import ServicePool, service_scope
 from agentenv.policies.base import Policy
 from agentenv.policies.specs import load_policy
 from agentenv.registry import EnvInfo, env_class, env_info, list_envs, register
-from agentenv.rollout import EpisodeRequest, RolloutConfig, RolloutEngine
+from agentenv.rollout import EpisodeRequest, RolloutConfig, RolloutEngine, play_all
 from agentenv.scale import INSTALL_HINT
 from agentenv.service import EnvServiceError, build_app, config_key
 from agentenv.trajectory import Trajectory
@@ -741,15 +741,9 @@ class RayRolloutEngine(RolloutEngine):
         *,
         on_episode: Callable[[Trajectory], None] | None = None,
     ) -> list[Trajectory]:
-        """Play every request on the workers; trajectories come back in request order."""
-
-        async def one(request: EpisodeRequest) -> Trajectory:
-            trajectory = await self.run_episode(request)
-            if on_episode is not None:
-                on_episode(trajectory)
-            return trajectory
-
-        return list(await asyncio.gather(*(one(r) for r in requests)))
+        """Play every request on the workers (no episode semaphore here: the workers bound their
+        own concurrency); trajectories come back in request order."""
+        return await play_all(requests, self.run_episode, on_episode)
 
     async def run_episode(self, request: EpisodeRequest) -> Trajectory:
         trajectory = await self.fanout.play(request, self.config)

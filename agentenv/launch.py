@@ -39,7 +39,7 @@ from agentenv.service import (
     BREAKERS,
     EnvServiceError,
     ServiceClient,
-    build_app,
+    build_served_app,
     config_key,
     shared_app,
     tls_context,
@@ -366,7 +366,7 @@ def serve(
     log_level: str = "warning",
 ) -> None:
     """Serve the app of ``factory`` with uvicorn in this process until interrupted."""
-    app = build_app(factory, config)
+    app = build_served_app(factory, config)
     if fd is None:
         uvicorn.run(app, host=host, port=port, log_level=log_level)
         return

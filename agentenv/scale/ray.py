@@ -66,7 +66,7 @@ from agentenv.policies.specs import load_policy
 from agentenv.registry import EnvInfo, env_class, env_info, list_envs, register
 from agentenv.rollout import EpisodeRequest, RolloutConfig, RolloutEngine, play_all
 from agentenv.scale import INSTALL_HINT
-from agentenv.service import EnvServiceError, build_app, config_key
+from agentenv.service import EnvServiceError, build_served_app, config_key
 from agentenv.trajectory import Trajectory
 
 try:
@@ -215,7 +215,7 @@ class ServiceActor:
     def __init__(self, factory: str, config: dict[str, Any], cwd: str | None) -> None:
         _prepare_process((), cwd)
         self.factory = factory
-        self.app = build_app(factory, config)
+        self.app = build_served_app(factory, config)
         self.server: uvicorn.Server | None = None
         self.task: asyncio.Task[None] | None = None
 

@@ -10,10 +10,11 @@ limits; ``GET /health`` answers ``{"status": "ok"}``.
 
 Concurrent ``/retrieve`` requests are coalesced (:class:`Coalescer`, the ``coalesce`` knob of
 :func:`create_app`, on by default): requests that arrive while a batch runs, or within
-``coalesce_window_ms`` of the first, are searched together in one call on the service's search
-thread and their answers fanned back out, each exactly what the request alone gets. This keeps
-latency flat under many single-query sessions (no thread hop, no GIL contention per request);
-``coalesce=False`` searches each request on its own in FastAPI's thread pool.
+``coalesce_window_ms`` of the first, are searched together in one call spread over
+:data:`SEARCH_THREADS` threads (tantivy releases the GIL while it searches) and their answers
+fanned back out, each exactly what the request alone gets. This keeps latency flat under many
+single-query sessions (no thread hop, no GIL contention per request); ``coalesce=False``
+searches each request on its own in FastAPI's thread pool.
 
 Every request is bounded (:data:`MAX_BODY_BYTES`, :data:`MAX_QUERIES`, :data:`MAX_TOPK`,
 :data:`MAX_HITS`, :data:`MAX_RESPONSE_BYTES`, each a :func:`create_app` knob): a request over a
@@ -34,6 +35,7 @@ title (boost :data:`TITLE_BOOST`) and the body, so any string is a valid query.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -43,7 +45,8 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -82,6 +85,8 @@ REQUEST_SHAPE = (
     'send {"queries": [str, ...], "topk": int, "return_scores": bool} (Search-R1\'s /retrieve)'
 )
 TITLE_BOOST = 2.0
+SEARCH_THREADS = 4
+"""Most threads one index searches a batch of queries with (at most the CPU count)."""
 _TERM = re.compile(r"[^\W_]+")
 _MAX_TERM_BYTES = 40  # tantivy's default tokenizers drop longer tokens
 
@@ -118,6 +123,8 @@ class BM25Index:
         self.meta = meta
         self.index = tantivy.Index.open(str(path))
         self.searcher = self.index.searcher()
+        self.threads = min(SEARCH_THREADS, os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def open_or_build(
@@ -188,6 +195,30 @@ class BM25Index:
         doc = searcher.doc(hits[0][1])
         return {"id": doc.get_first("id"), "contents": doc.get_first("contents").decode()}
 
+    def search_many(
+        self, requests: Sequence[tuple[str, int]]
+    ) -> list[list[tuple[dict[str, str], float]]]:
+        """:meth:`search` for each ``(query, topk)`` of ``requests``, in order, split into
+        contiguous chunks over :attr:`threads` threads (the calling thread takes the first):
+        tantivy releases the GIL while it searches, so the chunks run on separate cores."""
+        n = min(self.threads, len(requests))
+        if n < 2:
+            return [self.search(query, k) for query, k in requests]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="agentenv-bm25")
+        cuts = [len(requests) * i // n for i in range(n + 1)]
+        chunks = [requests[a:b] for a, b in itertools.pairwise(cuts)]
+        others = [self._pool.submit(self._search_chunk, chunk) for chunk in chunks[1:]]
+        results = self._search_chunk(chunks[0])
+        for future in others:
+            results.extend(future.result())
+        return results
+
+    def _search_chunk(
+        self, requests: Sequence[tuple[str, int]]
+    ) -> list[list[tuple[dict[str, str], float]]]:
+        return [self.search(query, k) for query, k in requests]
+
     def search(self, query: str, topk: int) -> list[tuple[dict[str, str], float]]:
         """The ``topk`` best documents for ``query`` with their BM25 scores."""
         text = sanitize_query(query)
@@ -240,20 +271,27 @@ class _Lane(Generic[Job, Result]):
 
 
 class Coalescer(Generic[Job, Result]):
-    """Runs jobs submitted concurrently on an event loop as batches, on that loop.
+    """Runs jobs submitted concurrently on an event loop as batches, from that loop.
 
     The first job submitted schedules a flush for the loop's next turn (or ``window_s`` later);
     every job submitted by then joins it, up to ``max_weight`` in total (a job heavier than
     that runs alone; the rest wait for the next flush, scheduled at once). A flush calls
-    ``run`` on each job in turn, on the loop thread: the index search releases the GIL while
-    it works, and a thread of its own would wait for the GIL back behind the HTTP handling of
-    the requests it serves, so inline is the faster place under load. Requests that arrive
-    while a batch runs queue in the sockets and form the next batch. A job's exception goes
-    to its own caller only. Each event loop has its own queue (an app may be shared by loops).
+    ``run`` once with the batch's jobs, from the loop thread, and ``run`` answers each job
+    with its result or its exception, in order; that exception goes to its own caller only
+    (an exception of ``run`` itself goes to every caller of the batch). The index search
+    releases the GIL, so ``run`` spreads a batch over threads with the loop thread taking a
+    share (:meth:`BM25Index.search_many`); a thread hop per request would instead wait for
+    the GIL behind the HTTP handling of the requests it serves. Requests that arrive while a
+    batch runs queue in the sockets and form the next batch. Each event loop has its own
+    queue (an app may be shared by loops).
     """
 
     def __init__(
-        self, run: Callable[[Job], Result], *, max_weight: int, window_s: float = 0.0
+        self,
+        run: Callable[[list[Job]], list[Result | Exception]],
+        *,
+        max_weight: int,
+        window_s: float = 0.0,
     ) -> None:
         if max_weight < 1:
             raise ValueError(f"max_weight must be >= 1, got {max_weight}")
@@ -283,14 +321,17 @@ class Coalescer(Generic[Job, Result]):
                 break
             batch, weight = batch + 1, weight + job_weight
         jobs, lane.pending = lane.pending[:batch], lane.pending[batch:]
+        jobs = [(job, future) for job, _, future in jobs if not future.cancelled()]
         self.batches += 1
-        for job, _, future in jobs:
-            if future.cancelled():
-                continue
-            try:
-                future.set_result(self.run(job))
-            except Exception as exc:
-                future.set_exception(exc)
+        try:
+            results = self.run([job for job, _ in jobs])
+        except Exception as exc:
+            results = [exc] * len(jobs)
+        for (_, future), result in zip(jobs, results, strict=True):
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
         if lane.pending:
             loop.call_soon(self._flush, loop, lane)
         else:
@@ -381,12 +422,34 @@ def retrieve_body(
     index: BM25Index, limits: Limits, queries: list[str], k: int, scores: bool
 ) -> bytes:
     """The ``/retrieve`` answer to ``queries`` (``topk`` ``k``, with or without scores) as JSON."""
-    hits = (index.search(query, k) for query in queries)
+    return hits_body(limits, index.search_many([(query, k) for query in queries]), scores)
+
+
+def hits_body(
+    limits: Limits, hits: list[list[tuple[dict[str, str], float]]], scores: bool
+) -> bytes:
+    """The ``/retrieve`` answer made of the hits of each query, with or without scores."""
     if scores:
         result = ([{"document": d, "score": s} for d, s in h] for h in hits)
     else:
         result = ([d for d, _ in h] for h in hits)
     return limits.json_body(result)
+
+
+def answer_retrieves(
+    index: BM25Index, limits: Limits, jobs: list[tuple[list[str], int, bool]]
+) -> list[bytes | Exception]:
+    """The answer (or the HTTPException) to each ``(queries, topk, return_scores)`` request of a
+    batch, all its queries searched in one :meth:`BM25Index.search_many` call."""
+    hits = iter(index.search_many([(query, k) for queries, k, _ in jobs for query in queries]))
+    answers: list[bytes | Exception] = []
+    for queries, _, scores in jobs:
+        mine = list(itertools.islice(hits, len(queries)))
+        try:
+            answers.append(hits_body(limits, mine, scores))
+        except HTTPException as exc:
+            answers.append(exc)
+    return answers
 
 
 async def read_retrieve(raw: Request) -> RetrieveRequest:
@@ -481,9 +544,8 @@ def create_app(
     lock = threading.Lock()
     served = {"requests": 0, "queries": 0}
 
-    def answer(job: tuple[list[str], int, bool]) -> bytes:
-        queries, k, scores = job
-        return retrieve_body(index, limits, queries, k, scores)
+    def answer(jobs: list[tuple[list[str], int, bool]]) -> list[bytes | Exception]:
+        return answer_retrieves(index, limits, jobs)
 
     coalescer = Coalescer(answer, max_weight=limits.max_queries, window_s=coalesce_window_ms / 1e3)
     app.state.coalescer = coalescer if coalesce else None

@@ -93,18 +93,29 @@ async def test_errors_are_those_of_the_uncoalesced_path(apps, body: str) -> None
 async def test_coalescer_batches_by_weight_and_keeps_exceptions_apart() -> None:
     calls: list[int] = []
 
-    def run(job: int) -> int:
-        calls.append(job)
-        if job == 3:
-            raise ValueError("three")
-        return job * 10
+    def run(jobs: list[int]) -> list[int | Exception]:
+        calls.append(jobs)
+        if 5 in jobs:
+            raise RuntimeError("the whole batch failed")
+        return [ValueError("three") if job == 3 else job * 10 for job in jobs]
 
     coalescer: Coalescer[int, int] = Coalescer(run, max_weight=4)
     results = await asyncio.gather(
         *(coalescer.submit(job, weight=2) for job in range(6)), return_exceptions=True
     )
-    assert results[:3] == [0, 10, 20] and results[4:] == [40, 50]
-    assert isinstance(results[3], ValueError)
-    assert calls == list(range(6)) and coalescer.batches == 3
+    assert results[:3] == [0, 10, 20]
+    assert isinstance(results[3], ValueError) and str(results[3]) == "three"
+    assert [type(r) for r in results[4:]] == [RuntimeError, RuntimeError]
+    assert calls == [[0, 1], [2, 3], [4, 5]] and coalescer.batches == 3
     with pytest.raises(ValueError, match="max_weight"):
         Coalescer(run, max_weight=0)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_batch_searched_over_threads_answers_as_one_by_one(apps, threads, monkeypatch) -> None:
+    index = apps[True].state.index
+    requests = [(q, 1 + i % 5) for i, q in enumerate(queries() * 3)]
+    one_by_one = [index.search(q, k) for q, k in requests]
+    monkeypatch.setattr(index, "threads", threads)
+    assert index.search_many(requests) == one_by_one
+    assert index.search_many(requests[:1]) == one_by_one[:1] and index.search_many([]) == []

@@ -1,6 +1,8 @@
 """Rollouts of uneven episodes: lock-step vs the RolloutEngine over static and continuous batching.
 
-Three loops play the same episodes with the same tiny HF policy weights, in one process:
+Four loops play the same episodes with the same HF policy weights, in one process, on each of
+two model sizes (:data:`MODELS`: the tests' ``tiny`` model, whose forward pass costs about the
+same for 1 or 64 rows, and a ``wide`` one whose compute grows with the rows):
 
 - ``lock-step``: the loop many RL stacks run. Every turn, generate for the whole batch (finished
   episodes included, as padding rows that keep generating), then step every env and wait for the
@@ -27,7 +29,7 @@ had already finished).
 The head-of-line probe sends a 2-token request together with a 600-token one and times the
 short one's completion under both schedulings (and the request alone).
 
-    python benchmarks/bench_rollout.py [--episodes 64] [--max-len 6] [--tool-ms 20]
+    python benchmarks/bench_rollout.py [--episodes 64] [--max-len 6] [--tool-ms 20] [--models tiny wide]
     python benchmarks/bench_rollout.py --device cuda --threads 4
 """
 
@@ -208,37 +210,111 @@ def head_of_line(
 def print_tables(result: dict[str, Any]) -> None:
     console = Console(width=110)
     config = result["config"]
-    for workload in result["workloads"]:
+    for model in result["models"]:
+        for workload in model["workloads"]:
+            table = Table(
+                title=f"{model['model']} model, {workload['name']}: {config['episodes']} episodes "
+                f"of 1..{config['max_len']} turns, tool {config['tool_ms']:g} ms, "
+                f"≤{workload['max_tokens']} tokens per action"
+            )
+            columns = ("loop", "wall s (best)", "tokens/s", "× lock-step", "generated", "wasted")
+            for col in columns:
+                table.add_column(col, justify="right")
+            for row in workload["rows"]:
+                table.add_row(
+                    row["loop"],
+                    f"{row['wall_seconds']:.2f}",
+                    f"{row['tokens_per_s']:.0f}",
+                    f"{row['speedup']:.2f}×",
+                    str(row["generated"]),
+                    str(row["wasted"]),
+                )
+            console.print(table)
+        if "head_of_line" not in model:
+            continue
         table = Table(
-            title=f"{workload['name']}: {config['episodes']} episodes of 1..{config['max_len']} "
-            f"turns, tool {config['tool_ms']:g} ms, ≤{workload['max_tokens']} tokens per action"
+            title=f"{model['model']} model, head-of-line: 2-token request sent with a "
+            f"{config['long_tokens']}-token one"
         )
-        columns = ("loop", "wall s (best)", "tokens/s", "× lock-step", "generated", "wasted")
-        for col in columns:
+        for col in ("scheduling", "short alone s", "short s", "long s"):
             table.add_column(col, justify="right")
-        for row in workload["rows"]:
+        for row in model["head_of_line"]:
             table.add_row(
-                row["loop"],
-                f"{row['wall_seconds']:.2f}",
-                f"{row['tokens_per_s']:.0f}",
-                f"{row['speedup']:.2f}×",
-                str(row["generated"]),
-                str(row["wasted"]),
+                row["scheduling"],
+                f"{row['short_alone_seconds']:.3f}",
+                f"{row['short_seconds']:.3f}",
+                f"{row['long_seconds']:.3f}",
             )
         console.print(table)
-    table = Table(
-        title=f"head-of-line: 2-token request sent with a {config['long_tokens']}-token one"
+
+
+MODELS = {
+    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2},
+    "wide": {
+        "hidden_size": 256,
+        "intermediate_size": 1024,
+        "num_layers": 4,
+        "num_heads": 8,
+        "num_kv_heads": 4,
+    },
+}
+"""Model sizes the benchmark runs: ``tiny`` (the tests' model, whose forward pass costs about the
+same for 1 or 64 rows: per-call overhead) and ``wide`` (compute grows with the rows, as for any
+real policy)."""
+
+
+def policies(model: str, device: str, episodes: int) -> dict[str, HFPolicy]:
+    """The three HFPolicy variants over one copy of ``model``'s weights."""
+    continuous = HFPolicy.from_pretrained(
+        tiny(**MODELS[model]), device=device, max_batch_size=episodes, scheduling="continuous"
     )
-    for col in ("scheduling", "short alone s", "short s", "long s"):
-        table.add_column(col, justify="right")
-    for row in result["head_of_line"]:
-        table.add_row(
-            row["scheduling"],
-            f"{row['short_alone_seconds']:.3f}",
-            f"{row['short_seconds']:.3f}",
-            f"{row['long_seconds']:.3f}",
-        )
-    console.print(table)
+    static = HFPolicy(
+        continuous.model, continuous.tokenizer, max_batch_size=episodes, scheduling="static"
+    )
+    variant = HFPolicy(
+        continuous.model, continuous.tokenizer, max_batch_size=episodes, batch_invariant=False
+    )
+    return {"continuous": continuous, "static": static, "not batch-invariant": variant}
+
+
+def model_result(model: str, args: argparse.Namespace, probe: bool) -> dict[str, Any]:
+    """Every workload on ``model`` (and the head-of-line probe when ``probe``)."""
+    variants = policies(model, args.device, args.episodes)
+    continuous, static = variants["continuous"], variants["static"]
+    loops: dict[str, tuple[Loop, HFPolicy]] = {
+        "lock-step": (lockstep, static),
+        "engine, static": (engine_run, static),
+        "engine, continuous": (engine_run, continuous),
+        "engine, continuous, not batch-invariant": (engine_run, variants["not batch-invariant"]),
+    }
+    seeds = list(range(args.episodes))
+    base = {"max_len": args.max_len, "tool_ms": args.tool_ms}
+    workloads = [
+        ("uneven turns", base, args.max_tokens),
+        ("uneven turns and actions", {**base, "stop": (args.stop,)}, args.uneven_max_tokens),
+    ]
+    timed(engine_run, continuous, seeds[:4], base, 4)  # warm-up (allocator, kernels)
+    result: dict[str, Any] = {
+        "model": model,
+        "model_config": MODELS[model],
+        "load_average_at_start": os.getloadavg(),
+        "workloads": [
+            {
+                "name": name,
+                "env_kwargs": kwargs,
+                "max_tokens": tokens,
+                "rows": workload_rows(loops, seeds, kwargs, tokens, args.repeats),
+            }
+            for name, kwargs, tokens in workloads
+        ],
+    }
+    if probe:
+        prompt = prompt_ids(continuous.tokenizer, "act", "begin")
+        schedulings = {"static": static, "continuous": continuous}
+        result["head_of_line"] = head_of_line(schedulings, prompt, args.long_tokens, args.repeats)
+    for policy in variants.values():
+        policy.close()
+    return result
 
 
 def main() -> None:
@@ -251,6 +327,7 @@ def main() -> None:
     parser.add_argument("--uneven-max-tokens", type=int, default=64)
     parser.add_argument("--long-tokens", type=int, default=600, help="head-of-line probe")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["tiny", "wide"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default 1 on CPU)"
@@ -261,53 +338,13 @@ def main() -> None:
         args.threads = 1
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-
-    continuous = HFPolicy.from_pretrained(
-        tiny(), device=args.device, max_batch_size=args.episodes, scheduling="continuous"
-    )
-    static = HFPolicy(
-        continuous.model,
-        continuous.tokenizer,
-        max_batch_size=args.episodes,
-        scheduling="static",
-    )
-    variant = HFPolicy(
-        continuous.model, continuous.tokenizer, max_batch_size=args.episodes, batch_invariant=False
-    )
-    loops: dict[str, tuple[Loop, HFPolicy]] = {
-        "lock-step": (lockstep, static),
-        "engine, static": (engine_run, static),
-        "engine, continuous": (engine_run, continuous),
-        "engine, continuous, not batch-invariant": (engine_run, variant),
-    }
-    seeds = list(range(args.episodes))
-    base = {"max_len": args.max_len, "tool_ms": args.tool_ms}
-    workloads = [
-        ("uneven turns", base, args.max_tokens),
-        ("uneven turns and actions", {**base, "stop": (args.stop,)}, args.uneven_max_tokens),
-    ]
-    timed(engine_run, continuous, seeds[:4], base, 4)  # warm-up (allocator, kernels)
     result: dict[str, Any] = {
         "config": vars(args),
         "device": args.device,
         "torch_threads": torch.get_num_threads(),
-        "load_average_at_start": os.getloadavg(),
-        "workloads": [
-            {
-                "name": name,
-                "env_kwargs": kwargs,
-                "max_tokens": tokens,
-                "rows": workload_rows(loops, seeds, kwargs, tokens, args.repeats),
-            }
-            for name, kwargs, tokens in workloads
-        ],
+        "models": [model_result(m, args, probe=i == 0) for i, m in enumerate(args.models)],
+        "machine": machine(),
     }
-    prompt = prompt_ids(continuous.tokenizer, "act", "begin")
-    policies = {"static": static, "continuous": continuous}
-    result["head_of_line"] = head_of_line(policies, prompt, args.long_tokens, args.repeats)
-    result["machine"] = machine()
-    for policy in (static, continuous, variant):
-        policy.close()
     print_tables(result)
     print(f"wrote {write_report(args.out, result)}")
 

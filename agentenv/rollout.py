@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, defaultdict
+import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -291,24 +292,44 @@ async def play_all(
     return list(await asyncio.gather(*(one(r) for r in requests)))
 
 
+class _Slots:
+    """The concurrency caps of one event loop: episodes in flight, env calls per env id."""
+
+    def __init__(self, config: RolloutConfig) -> None:
+        self.config = config
+        self.episodes = asyncio.Semaphore(config.max_concurrent_episodes)
+        self.envs: dict[str, asyncio.Semaphore] = {}
+
+    def env(self, env_id: str) -> asyncio.Semaphore:
+        if env_id not in self.envs:
+            cap = self.config.env_concurrency.get(env_id, self.config.default_env_concurrency)
+            self.envs[env_id] = asyncio.Semaphore(cap)
+        return self.envs[env_id]
+
+
 class RolloutEngine:
-    """Plays episodes of any registered envs with one policy, concurrently and token-faithfully."""
+    """Plays episodes of any registered envs with one policy, concurrently and token-faithfully.
+
+    The concurrency caps hold per event loop, so one engine serves successive ``asyncio.run``
+    calls (an asyncio semaphore belongs to the loop it was first contended on)."""
 
     def __init__(self, policy: Policy, config: RolloutConfig | None = None) -> None:
         self.policy = policy
         self.config = config or RolloutConfig()
-        self._episode_slots = asyncio.Semaphore(self.config.max_concurrent_episodes)
-        self._env_slots: dict[str, asyncio.Semaphore] = defaultdict(self._new_env_slot)
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slots] = (
+            weakref.WeakKeyDictionary()
+        )
         self.generated_tokens = 0
         self.generate_calls = 0
 
-    def _new_env_slot(self) -> asyncio.Semaphore:
-        return asyncio.Semaphore(self.config.default_env_concurrency)
+    def _loop_slots(self) -> _Slots:
+        loop = asyncio.get_running_loop()
+        if loop not in self._slots:
+            self._slots[loop] = _Slots(self.config)
+        return self._slots[loop]
 
     def _env_slot(self, env_id: str) -> asyncio.Semaphore:
-        if env_id not in self._env_slots and env_id in self.config.env_concurrency:
-            self._env_slots[env_id] = asyncio.Semaphore(self.config.env_concurrency[env_id])
-        return self._env_slots[env_id]
+        return self._loop_slots().env(env_id)
 
     async def run(
         self,
@@ -324,7 +345,7 @@ class RolloutEngine:
             )
 
         async def play(request: EpisodeRequest) -> Trajectory:
-            async with self._episode_slots:
+            async with self._loop_slots().episodes:
                 return await self.run_episode(request)
 
         return await play_all(requests, play, on_episode)

@@ -207,6 +207,22 @@ async def test_finished_episodes_never_generate_again(tiny_policy):
     assert len(policy.prompts) == sum(lengths)
 
 
+def test_one_engine_serves_successive_event_loops_at_its_caps(tiny_policy):
+    config = RolloutConfig(
+        max_tokens_per_turn=4,
+        max_concurrent_episodes=1,
+        env_concurrency={"scripted-obs-test-v0": 1},
+    )
+    engine = RolloutEngine(tiny_policy, config)
+    requests = [
+        EpisodeRequest("scripted-obs-test-v0", s, env_kwargs={"lengths": [2, 3]}, sample_seed=s)
+        for s in range(2)
+    ]
+    for _ in range(2):  # each asyncio.run is a new loop; the caps are contended in both
+        trajs = asyncio.run(engine.run(requests))
+        assert [(t.status, t.num_turns) for t in trajs] == [("done", 2), ("done", 3)]
+
+
 async def test_budgets_truncate_with_reasons(tiny_policy):
     engine = RolloutEngine(tiny_policy, RolloutConfig(max_turns=2, max_tokens_per_turn=4))
     (t,) = await engine.run([EpisodeRequest("scripted-obs-test-v0", 0, sample_seed=0)])

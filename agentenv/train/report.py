@@ -6,13 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from agentenv.train.metrics import read_metrics  # noqa: E402
-from agentenv.train.summary import read_summary  # noqa: E402
+from agentenv.train.metrics import read_metrics
+from agentenv.train.summary import read_summary
 
 CURVES: tuple[tuple[str, str], ...] = (
     ("reward", "mean episode return (train rollouts)"),
@@ -32,16 +29,15 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float
 
 
 def plot_learning_curves(run_dir: Path) -> Path:
-    """``learning_curves.png``: held-out success, train reward/success and loss diagnostics."""
+    """``learning_curves.png``: held-out success, train reward/success and loss diagnostics (a
+    bare Figure: no pyplot, so the calling process's matplotlib backend is left as it is)."""
     train_rows = read_metrics(run_dir, "train")
     eval_rows = read_metrics(run_dir, "eval")
     keys = [k for k in CURVES if _series(train_rows, k[0])[0]]
     n = len(keys) + 1
     cols = 3
-    fig, axes = plt.subplots(
-        (n + cols - 1) // cols, cols, figsize=(4.2 * cols, 3.0 * ((n + 2) // 3))
-    )
-    axes = axes.flatten()
+    fig = Figure(figsize=(4.2 * cols, 3.0 * ((n + 2) // 3)))
+    axes = fig.subplots((n + cols - 1) // cols, cols, squeeze=False).flatten()
     ax = axes[0]
     steps, success = _series(eval_rows, "success")
     ax.plot(steps, success, marker="o", color="tab:green")
@@ -58,7 +54,6 @@ def plot_learning_curves(run_dir: Path) -> Path:
     fig.tight_layout()
     out = run_dir / "learning_curves.png"
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 

@@ -437,6 +437,17 @@ def test_agentenv_train_writes_the_summary_and_says_it_last(tmp_path):
     assert last.startswith("Held-out success on 3 episodes went from 0.0% before RL to")
     assert last.endswith(f"(run folder: {run_dir}).")
 
+    report = subprocess.run(
+        [sys.executable, "-m", "agentenv", "report", str(run_dir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "svg"},
+    )
+    assert report.returncode == 0, report.stderr
+    text = (run_dir / "report.md").read_text()
+    assert "learning_curves.png" in text and "## Configuration" in text
+    assert (run_dir / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 def test_demonstrators_split_the_episodes_by_weight(tmp_path):
     from agentenv.train.sft import assign_demonstrators, demonstration_requests

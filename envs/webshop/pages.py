@@ -196,10 +196,11 @@ class Browser:
             return {}
         return {value: name for name, values in product.options.items() for value in values}
 
-    def clickables(self) -> list[str]:
+    def clickables(self, *, as_shown: bool = False) -> list[str]:
         """WebShop's ``get_available_actions()["clickables"]``: buttons, product links and
-        option values, lower-cased (the start page's search button is left out: clicking it is
-        not an action)."""
+        option values, product links lower-cased as WebShop lists them, or spelled as the page
+        shows them when ``as_shown`` (the start page's search button is left out: clicking it
+        is not an action). Clicks match either spelling."""
         kind = self.page.kind
         if kind == "results":
             buttons = [BACK_TO_SEARCH]
@@ -207,7 +208,8 @@ class Browser:
                 buttons.append(PREV_PAGE)
             if self.page.page * self.results_per_page < len(self.hits):
                 buttons.append(NEXT_PAGE)
-            return buttons + [a.lower() for a in self.page_asins()]
+            asins = self.page_asins()
+            return buttons + (asins if as_shown else [a.lower() for a in asins])
         if kind == "item":
             values = list(dict.fromkeys(self._option_clicks()))
             return [BACK_TO_SEARCH, PREV_PAGE, *SUB_PAGES, BUY_NOW, *values]
@@ -224,9 +226,10 @@ class Browser:
         return {"has_search_bar": self.has_search_bar(), "clickables": self.clickables()}
 
     def admissible_actions(self) -> list[str]:
-        """The page's actions as action strings (verl-agent's admissible list)."""
+        """The page's actions as action strings (verl-agent's admissible list), spelled as the
+        page shows them: what an agent reads here it can copy."""
         search = ["search[<keywords>]"] if self.has_search_bar() else []
-        return search + [f"click[{c}]" for c in self.clickables()]
+        return search + [f"click[{c}]" for c in self.clickables(as_shown=True)]
 
     # -- acting -------------------------------------------------------------------------------
     def act(self, message: str, length: int | None = None) -> Outcome:

@@ -144,7 +144,9 @@ async def test_show_actions_lists_the_page_actions() -> None:
         observation, _ = await env.areset(options={"task": "test-6"})
         assert observation.endswith("\nAvailable actions: search[<keywords>]")
         observation, *_ = await env.astep("search[usb]")
-        assert "\nAvailable actions: click[back to search], click[next >], click[b" in observation
+        assert "\nAvailable actions: click[back to search], click[next >], click[B" in observation
+        listed = observation.split("\nAvailable actions: ")[1].split(", ")[2].removeprefix("click[")
+        assert listed.removesuffix("]") in observation.split("\nAvailable actions: ")[0]
     finally:
         await env.aclose()
 

@@ -337,7 +337,13 @@ def _add_ray_option(parser: argparse.ArgumentParser, what: str) -> None:
 def cmd_serve_policy(args: argparse.Namespace) -> None:
     serve_policy = torch_part("serve_policy")
     console.print(f"serving {args.model} at http://{args.host}:{args.port}/v1 (Ctrl-C stops)")
-    serve_policy(args.model, host=args.host, port=args.port, tool_parser=args.tool_parser)
+    serve_policy(
+        args.model,
+        host=args.host,
+        port=args.port,
+        tool_parser=args.tool_parser,
+        prefix_cache_mib=args.prefix_cache_mib,
+    )
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -511,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=tuple(PARSERS),
         default=None,
         help="tool-call format of the model (default: detected from its chat template)",
+    )
+    p.add_argument(
+        "--prefix-cache-mib",
+        type=float,
+        default=0.0,
+        help="memory for finished requests' keys and values, reused by a later prompt that "
+        "extends them, e.g. a chat's next turn (default 0: off; docs/policies.md)",
     )
     p.set_defaults(func=cmd_serve_policy)
 

@@ -155,6 +155,8 @@ class Served:
     finish_reason: Literal["stop", "length"]
     stop_reason: str | int | None
     """The matched stop string or stop token id (vLLM's ``stop_reason``); None otherwise."""
+    cached_tokens: int = 0
+    """Prompt tokens the backend reused from its prefix cache."""
 
 
 def served(completion: Completion, request: SamplingRequest, tokenizer: Any) -> Served:
@@ -171,7 +173,7 @@ def served(completion: Completion, request: SamplingRequest, tokenizer: Any) -> 
     if completion.finish_reason == "eos" and ids[-1] in (request.stop_token_ids or ()):
         shown = ids if keep_stop else ids[:-1]
         text = tokenizer.decode(shown, skip_special_tokens=request.skip_special_tokens)
-        return Served(ids, logprobs, text, "stop", ids[-1])
+        return Served(ids, logprobs, text, "stop", ids[-1], completion.cached_tokens)
     if request.skip_special_tokens:
         text = completion.text
     else:
@@ -182,4 +184,4 @@ def served(completion: Completion, request: SamplingRequest, tokenizer: Any) -> 
         if found >= 0:
             text = text[:found]
     finish = "length" if completion.finish_reason == "length" else "stop"
-    return Served(ids, logprobs, text, finish, completion.stop_string)
+    return Served(ids, logprobs, text, finish, completion.stop_string, completion.cached_tokens)

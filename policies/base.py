@@ -101,6 +101,9 @@ class Completion:
     finish_reason: FinishReason
     stop_string: str | None = None
     entropies: list[float] | None = None
+    cached_tokens: int = 0
+    """Prompt tokens whose keys and values the backend reused instead of computing them
+    (HFPolicy's prefix cache)."""
 
     @property
     def mean_entropy(self) -> float | None:

@@ -90,6 +90,7 @@ from agentenv.policies.base import (
     SamplingParams,
     score_pairs,
 )
+from agentenv.policies.prefix_cache import Entry, PrefixCache, weights_version
 from agentenv.policies.sampling import LogitsProcessor
 
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
@@ -189,15 +190,21 @@ def _inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf, target, right=True).clamp(max=cdf.shape[-1] - 1)[:, 0]
 
 
-PadRuns = tuple[tuple[int, int, int], ...]
-"""Runs ``(start, stop, pad)`` of consecutive batch rows with the same left padding."""
+PadRuns = tuple[tuple[int, int, int, int], ...]
+"""Runs ``(start, stop, key_pad, query_pad)`` of consecutive batch rows whose keys start after
+``key_pad`` padding columns and whose queries after ``query_pad`` padding positions."""
 
 
-def pad_runs(pads: Sequence[int]) -> PadRuns:
-    """Split rows into runs of equal left padding (rows sorted by padding give one per length)."""
-    values = np.asarray(pads, dtype=np.int64)
-    cuts = [0, *(np.flatnonzero(np.diff(values)) + 1).tolist(), len(values)]
-    return tuple((a, b, int(values[a])) for a, b in zip(cuts[:-1], cuts[1:], strict=True))
+def pad_runs(key_pads: Sequence[int], query_pads: Sequence[int] | None = None) -> PadRuns:
+    """Split rows into runs of equal paddings (rows sorted by padding give one per length);
+    ``query_pads`` default to none (decoding: every row has its query)."""
+    keys = np.asarray(key_pads, dtype=np.int64)
+    queries = np.zeros_like(keys) if query_pads is None else np.asarray(query_pads, np.int64)
+    change = (np.diff(keys) != 0) | (np.diff(queries) != 0)
+    cuts = [0, *(np.flatnonzero(change) + 1).tolist(), len(keys)]
+    return tuple(
+        (a, b, int(keys[a]), int(queries[a])) for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+    )
 
 
 def rowwise_attention(
@@ -213,44 +220,59 @@ def rowwise_attention(
     """SDPA in which every row of a left-padded batch attends over its own tokens only.
 
     Without ``left_padding`` this is transformers' SDPA attention. With it, rows
-    ``start:stop`` (padded by ``pad``) attend with keys ``pad:`` and their queries at or after
-    ``pad``, in one unpadded, causal SDPA call per run: the same shapes and values the rows
-    would have alone, so the output does not depend on how the batch was padded. Outputs of
-    padding queries are zero.
+    ``start:stop`` attend with keys ``key_pad:`` and their queries after ``query_pad``, query
+    ``i`` seeing the keys up to its own position (the queries are the last keys), in one
+    unpadded SDPA call per run: the same shapes and values the rows would have alone, so the
+    output does not depend on how the batch was padded. Outputs of padding queries are zero.
     """
     if left_padding is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     rows, heads, q_len, _ = query.shape
-    cached = key.shape[2] - q_len
-    if q_len > 1 and cached:
-        raise ValueError("rowwise attention: a multi-token query must start an empty cache")
     scale = kwargs.get("scaling")
-    if len(left_padding) == 1 and left_padding[0][2] == 0:  # no row is padded
-        return _unpadded_attention(query, key, value, scale), None
+    if len(left_padding) == 1 and left_padding[0][2:] == (0, 0):  # no row is padded
+        cached = key.shape[2] - q_len
+        return _unpadded_attention(query, key, value, scale, cached=cached), None
     if q_len == 1:  # decoding: every row has its query, the runs tile the batch
         parts = [
             _unpadded_attention(query[a:b], key[a:b, :, pad:], value[a:b, :, pad:], scale)
-            for a, b, pad in left_padding
+            for a, b, pad, _ in left_padding
         ]
         return torch.cat(parts), None
     out = query.new_zeros(rows, q_len, heads, value.shape[-1])
-    for start, stop, pad in left_padding:
-        out[start:stop, pad:] = _unpadded_attention(
-            query[start:stop, :, pad:], key[start:stop, :, pad:], value[start:stop, :, pad:], scale
+    for start, stop, key_pad, query_pad in left_padding:
+        keys = key[start:stop, :, key_pad:]
+        out[start:stop, query_pad:] = _unpadded_attention(
+            query[start:stop, :, query_pad:],
+            keys,
+            value[start:stop, :, key_pad:],
+            scale,
+            cached=keys.shape[2] - (q_len - query_pad),
         )
     return out, None
 
 
 def _unpadded_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float | None
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scale: float | None,
+    cached: int = 0,
 ) -> torch.Tensor:
-    """SDPA without a mask (causal for a multi-token query, which then spans all the keys), as
-    ``(rows, queries, heads, dim)``; grouped-query heads are shared without copies."""
+    """Causal SDPA of queries that follow ``cached`` keys, as ``(rows, queries, heads, dim)``:
+    without a mask when nothing is cached (a multi-token query then spans all the keys) or the
+    query is one token; query ``i`` sees keys ``<= cached + i`` otherwise. Grouped-query heads
+    are shared without copies."""
+    q_len = query.shape[2]
+    mask = None
+    if cached and q_len > 1:
+        mask = torch.ones(q_len, key.shape[2], dtype=torch.bool, device=query.device)
+        mask = mask.tril(cached)
     out = torch.nn.functional.scaled_dot_product_attention(
         query,
         key,
         value,
-        is_causal=query.shape[2] > 1,
+        attn_mask=mask,
+        is_causal=q_len > 1 and not cached,
         scale=scale,
         enable_gqa=query.shape[1] != key.shape[1],
     )
@@ -294,6 +316,20 @@ class PaddedKVLayer(DynamicLayer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.length = 0
+        self.keep: torch.Tensor | None = None
+        """While set, ``(rows, 1, columns, 1)`` booleans: the new columns of the next
+        :meth:`update` that keep what the buffer holds (a row's cached prefix reaching into
+        them) instead of the new keys and values."""
+
+    @classmethod
+    def holding(cls, keys: torch.Tensor, values: torch.Tensor, length: int) -> PaddedKVLayer:
+        """A layer over the buffers ``keys``/``values`` whose first ``length`` columns are
+        filled (columns past them may hold rows' cached prefixes, see :attr:`keep`)."""
+        layer = cls()
+        layer.lazy_initialization(keys, values)
+        layer._keys, layer._values, layer.length = keys, values, length
+        layer._views()
+        return layer
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device = key_states.device
@@ -310,6 +346,11 @@ class PaddedKVLayer(DynamicLayer):
         end = self.length + key_states.shape[-2]
         if end > self._keys.shape[-2]:
             self._resize(end + max(end // 2, 16))
+        if self.keep is not None:
+            key_states = torch.where(self.keep, self._keys[:, :, self.length : end], key_states)
+            value_states = torch.where(
+                self.keep, self._values[:, :, self.length : end], value_states
+            )
         self._keys[:, :, self.length : end] = key_states
         self._values[:, :, self.length : end] = value_states
         self.length = end
@@ -408,6 +449,9 @@ class GenerationStats:
     one per lock-step batch)."""
     prefills: int = 0
     """Prefill passes: groups of waiting requests run through the model to join the batch."""
+    prefilled_tokens: int = 0
+    """Prompt tokens run through the model by prefills (those reused from the prefix cache
+    are not)."""
     decode_steps: int = 0
     """Decode steps: one token for every running row."""
     forward_passes: int = 0
@@ -437,6 +481,10 @@ class _Row:
     request: _Request
     budget: int
     watcher: StopWatcher
+    version: int = 0
+    """The weights version its keys and values were first computed under (prefix cache)."""
+    cached: int = 0
+    """Prompt tokens whose keys and values came from the prefix cache."""
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     entropies: list[float] = field(default_factory=list)
@@ -678,6 +726,11 @@ class HFPolicy:
         max_prefill_tokens: continuous scheduling: most padded prompt tokens (rows x longest
             prompt) prefilled in one iteration, so a burst of long prompts does not stall the
             running rows for long; a longer prompt is prefilled alone.
+        prefix_cache_mib: memory for the keys and values of finished rows (0: off, the
+            default), so that a prompt extending a finished row's tokens (the next turn of
+            a multi-turn episode) prefills only its new tokens (:mod:`agentenv.policies.
+            prefix_cache`). A row that reuses them matches a fresh prefill up to
+            floating-point rounding, not bit for bit. Models with full attention only.
     """
 
     def __init__(
@@ -693,11 +746,16 @@ class HFPolicy:
         batch_invariant: bool | None = None,
         scheduling: Scheduling | None = None,
         max_prefill_tokens: int = 8192,
+        prefix_cache_mib: float = 0.0,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_prefill_tokens < 1:
             raise ValueError(f"max_prefill_tokens must be >= 1, got {max_prefill_tokens}")
+        if prefix_cache_mib < 0:
+            raise ValueError(f"prefix_cache_mib must be >= 0, got {prefix_cache_mib}")
+        if prefix_cache_mib and not _full_attention_only(model.config):
+            raise ValueError("prefix_cache_mib needs a model with full attention layers only")
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device is not None else _module_device(model)
@@ -707,6 +765,9 @@ class HFPolicy:
         self.scheduling: Scheduling = _resolve_scheduling(model, scheduling)
         self.max_batch_size = max_batch_size
         self.max_prefill_tokens = max_prefill_tokens
+        self.prefix_cache = (
+            PrefixCache(int(prefix_cache_mib * 2**20)) if prefix_cache_mib > 0 else None
+        )
         self.max_wait_s = max_wait_ms / 1000.0
         self.name = name or str(getattr(model, "name_or_path", "") or "hf")
         self.weights_lock = threading.RLock()
@@ -1025,33 +1086,100 @@ class HFPolicy:
         budget = max(0, min(request.sampling.max_tokens, room))
         return _Row(request, budget, StopWatcher(self.tokenizer, request.sampling.stop))
 
+    def _version(self) -> int:
+        """The weights version the prefix cache keys its entries by (0 without a cache)."""
+        return 0 if self.prefix_cache is None else weights_version(self.model)
+
     def _prefill(self, rows: list[_Row]) -> tuple[_Group | None, list[_Row]]:
         """Run the prompts of ``rows`` through the model as one left-padded group (longest
-        first, so equally padded rows are adjacent) into a fresh cache, and sample every row's
-        first token. Returns the group of unfinished rows and the finished ones."""
+        first, so equally padded rows are adjacent) and sample every row's first token. A row
+        whose prompt extends a prefix-cache entry starts from the entry's keys and values and
+        runs only its remaining tokens: the pass covers the last ``max(remaining)`` columns.
+        Returns the group of unfinished rows and the finished ones."""
         device = self.device
         rows = sorted(rows, key=lambda row: -len(row.request.prompt))
         lengths = np.array([len(row.request.prompt) for row in rows], dtype=np.int64)
-        pads = int(lengths.max()) - lengths
+        matches = self._cached_prefixes(rows)
+        cached = np.array([0 if m is None else m[1] for m in matches], dtype=np.int64)
+        for row, reused in zip(rows, cached.tolist(), strict=True):
+            row.cached = reused
+        width = int(lengths.max())
+        pads = width - lengths
+        fresh = lengths - cached
+        chunk = int(fresh.max())
+        query_pads = chunk - fresh
         input_ids = torch.nn.utils.rnn.pad_sequence(
-            [torch.tensor(row.request.prompt) for row in rows],
+            [torch.tensor(row.request.prompt[c:]) for row, c in zip(rows, cached, strict=True)],
             batch_first=True,
             padding_value=self.pad_token_id,
             padding_side="left",
         ).to(device)
-        mask = left_padding_mask(pads, input_ids.shape[1], device)
-        cache = self._new_cache()
+        positions = torch.from_numpy(lengths - chunk)[:, None] + torch.arange(chunk)[None]
+        cache = self._cache_of(matches, pads, width, chunk) if cached.any() else self._new_cache()
         logits = self.model(
             input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            attention_mask=None if self.batch_invariant else left_padding_mask(pads, width, device),
+            position_ids=positions.clamp(min=0).to(device),
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
-            **self._attention_kwargs(pads),
+            **self._attention_kwargs(pads, query_pads),
         ).logits[:, -1]
+        for layer in cache.layers:
+            layer.keep = None
+        self.stats.prefilled_tokens += int(fresh.sum())
+        return self._first_tokens(rows, cache, pads, logits)
+
+    def _cached_prefixes(self, rows: list[_Row]) -> list[tuple[Entry, int] | None]:
+        """Each row's prefix-cache match and how many of its first tokens it covers (None: no
+        match, or no cache); stamps the rows with the weights version their keys and values
+        are computed under."""
+        if self.prefix_cache is None:
+            return [None] * len(rows)
+        version = self._version()
+        for row in rows:
+            row.version = version
+        return [self.prefix_cache.match(row.request.prompt, version) for row in rows]
+
+    def _cache_of(
+        self, matches: list[tuple[Entry, int] | None], pads: np.ndarray, width: int, chunk: int
+    ) -> Cache:
+        """A cache of ``width`` columns (the widest prompt's) whose row ``j`` holds the keys
+        and values of its match's first tokens after ``pads[j]`` padding columns, filled up to
+        the last ``chunk`` columns: the pass writes those, except where a row's cached prefix
+        reaches into them (:attr:`PaddedKVLayer.keep`)."""
+        rows = len(matches)
+        template = next(m[0] for m in matches if m is not None)
+        reach = chunk - (width - pads - [0 if m is None else m[1] for m in matches])
+        keep = torch.arange(chunk)[None] < torch.from_numpy(reach)[:, None]
+        keep = keep[:, None, :, None].to(self.device)
+        cache = self._new_cache()
+        for index, kv in enumerate(template.layers):
+            if kv is None:
+                cache.layers.append(PaddedKVLayer())
+                continue
+            heads, _, dim = kv[0].shape
+            keys, values = (t.new_zeros(rows, heads, width, dim) for t in kv)
+            for j, match in enumerate(matches):
+                if match is not None:
+                    entry, reuse = match
+                    start = int(pads[j])
+                    for buffer, cached in zip((keys, values), entry.layers[index], strict=True):
+                        buffer[j, :, start : start + reuse] = cached[:, :reuse]
+            layer = PaddedKVLayer.holding(keys, values, width - chunk)
+            layer.keep = keep
+            cache.layers.append(layer)
+        return cache
+
+    def _first_tokens(
+        self, rows: list[_Row], cache: Cache, pads: np.ndarray, logits: torch.Tensor
+    ) -> tuple[_Group | None, list[_Row]]:
+        """The group of freshly prefilled ``rows`` (``logits``: each one's last prompt
+        position), with every row's first token sampled."""
+        device = self.device
         self.stats.prefills += 1
         self.stats.forward_passes += 1
+        lengths = np.array([len(row.request.prompt) for row in rows], dtype=np.int64)
         sampling = [row.request.sampling for row in rows]
         group = _Group(
             rows=rows,
@@ -1131,19 +1259,50 @@ class HFPolicy:
         finished = [row for row, d in zip(group.rows, done, strict=True) if d]
         if not finished:
             return group, []
+        if self.prefix_cache is not None:
+            self._remember(group, [j for j, d in enumerate(done) if d])
         keep = [j for j, d in enumerate(done) if not d]
         if not keep:
             return None, finished
         group.select(keep)
         return group, finished
 
-    def _attention_kwargs(self, pads: np.ndarray) -> dict[str, Any]:
+    def _remember(self, group: _Group, finished: list[int]) -> None:
+        """Keep the keys and values of ``group``'s finished rows in the prefix cache: each
+        row's prompt and generated tokens but the last (never fed), unless the weights changed
+        while it ran."""
+        version = self._version()
+        width = group.width
+        for j in finished:
+            row = group.rows[j]
+            if row.version != version:
+                continue
+            start = int(group.pads[j])
+            tokens = (row.request.prompt + row.tokens)[: width - start]
+            layers = [
+                (layer.keys[j, :, start:].clone(), layer.values[j, :, start:].clone())
+                if layer.is_initialized
+                else None
+                for layer in group.cache.layers
+            ]
+            self.prefix_cache.put(tokens, layers, version)
+
+    def _attention_kwargs(
+        self, pads: np.ndarray, query_pads: np.ndarray | None = None
+    ) -> dict[str, Any]:
         """Forward kwargs telling :func:`rowwise_attention` each row's padding (batch-invariant)."""
-        return {"left_padding": pad_runs(pads)} if self.batch_invariant else {}
+        return {"left_padding": pad_runs(pads, query_pads)} if self.batch_invariant else {}
 
     def _completion(self, row: _Row) -> Completion:
         text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        return Completion(row.tokens, text, row.logprobs, *row.finish, entropies=row.entropies)
+        return Completion(
+            row.tokens,
+            text,
+            row.logprobs,
+            *row.finish,
+            entropies=row.entropies,
+            cached_tokens=row.cached,
+        )
 
     # -- scoring -------------------------------------------------------------------------------
     @torch.inference_mode()

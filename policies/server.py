@@ -478,13 +478,18 @@ def _stream(
     return StreamingResponse(iter(events), media_type="text/event-stream")
 
 
-def _usage(prompts: Sequence[list[int]], outputs: Sequence[Served]) -> dict[str, int]:
+def _usage(prompts: Sequence[list[int]], outputs: Sequence[Served]) -> dict[str, Any]:
+    """OpenAI's usage: tokens of the prompts (each once, whatever ``n``) and of every output;
+    ``prompt_tokens_details.cached_tokens``: the prompt tokens the prefix cache served (each
+    prompt's first output's)."""
     prompt_tokens = sum(len(p) for p in prompts)
     completion_tokens = sum(len(c.token_ids) for c in outputs)
+    n = max(len(outputs) // max(len(prompts), 1), 1)
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": sum(c.cached_tokens for c in outputs[::n])},
     }
 
 

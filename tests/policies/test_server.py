@@ -366,3 +366,23 @@ def test_rows_and_body_size_are_capped(tiny_path):
             timeout=60,
         )
         assert response.status_code == 200, response.text
+
+
+def test_the_prefix_cache_serves_a_chat_s_next_turn(tiny_path):
+    config = {"spec": str(tiny_path), "model_name": "tiny", "device": "cpu"}
+    with LocalServer(FACTORY, {**config, "prefix_cache_mib": 8}) as cached:
+        client = openai.OpenAI(base_url=f"{cached.url}/v1", api_key="unused", max_retries=0)
+        messages = [{"role": "user", "content": "Question 3: who wrote book 21?"}]
+        first = client.chat.completions.create(
+            model="tiny", messages=messages, max_tokens=8, temperature=0
+        )
+        assert first.usage.prompt_tokens_details.cached_tokens == 0
+        messages += [
+            {"role": "assistant", "content": first.choices[0].message.content},
+            {"role": "user", "content": "And book 22?"},
+        ]
+        second = client.chat.completions.create(
+            model="tiny", messages=messages, max_tokens=8, temperature=0
+        )
+    reused = second.usage.prompt_tokens_details.cached_tokens
+    assert first.usage.prompt_tokens <= reused < second.usage.prompt_tokens

@@ -1,6 +1,6 @@
 """Rollouts of uneven episodes: lock-step vs the RolloutEngine over static and continuous batching.
 
-Four loops play the same episodes with the same HF policy weights, in one process, on each of
+Five loops play the same episodes with the same HF policy weights, in one process, on each of
 two model sizes (:data:`MODELS`: the tests' ``tiny`` model, whose forward pass costs about the
 same for 1 or 64 rows, and a ``wide`` one whose compute grows with the rows):
 
@@ -16,12 +16,17 @@ same for 1 or 64 rows, and a ``wide`` one whose compute grows with the rows):
 - ``engine, continuous, not batch-invariant``: the same with ``batch_invariant=False`` (plain
   masked SDPA instead of one attention call per differently padded row: faster, but a row's
   bits then depend on its batch-mates), to show what batch invariance costs.
+- ``engine, continuous, prefix cache``: continuous batching with ``prefix_cache_mib=256``: each
+  turn's prompt reuses the keys and values of its episode's previous turn and prefills only the
+  new tokens.
 
-Episodes last ``1 + seed % max_len`` turns and every tool call takes ``--tool-ms``. Two
+Episodes last ``1 + seed % max_len`` turns and every tool call takes ``--tool-ms``. Three
 workloads: ``uneven turns`` (actions of ``--max-tokens`` tokens; the random tiny model rarely
 samples eos) and ``uneven turns and actions``, where the env's stop string ``--stop`` also ends
 an action (on the random tiny model the first ``v`` comes after a geometric number of tokens,
-median ~14, capped by ``--uneven-max-tokens``), as real agents' actions end at uneven points.
+median ~14, capped by ``--uneven-max-tokens``), as real agents' actions end at uneven points;
+and the same with ``--obs-words`` words of tool output per step, so contexts grow by a long
+observation every turn (as with search results, files or test logs).
 Reported: wall time (best of ``--repeats``, interleaved; every sample is in the JSON), generated
 tokens/s, the speed-up over lock-step, generated and wasted tokens (generated for episodes that
 had already finished).
@@ -39,7 +44,7 @@ import argparse
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -64,19 +69,22 @@ ENV_ID = "uneven-bench-v0"
 
 
 class UnevenEnv(TextEnv):
-    """An episode of ``1 + seed % max_len`` turns whose every step costs ``tool_ms``; an action
-    also ends at the first of ``stop`` (none by default)."""
+    """An episode of ``1 + seed % max_len`` turns whose every step costs ``tool_ms`` and returns
+    ``obs_words`` words of tool output; an action also ends at the first of ``stop`` (none by
+    default)."""
 
     def __init__(
         self,
         max_len: int = 6,
         tool_ms: float = 20.0,
         stop: tuple[str, ...] = (),
+        obs_words: int = 0,
         render_mode: str | None = None,
     ) -> None:
         super().__init__(render_mode)
         self.max_len, self.tool_ms = max_len, tool_ms
         self.stop_strings = tuple(stop)
+        self.observation = " ".join(["tool output", *(f"line{i}" for i in range(obs_words))])
 
     async def _areset(self, *, seed, options):
         self.length = 1 + (seed or 0) % self.max_len
@@ -85,7 +93,7 @@ class UnevenEnv(TextEnv):
     async def _astep(self, action):
         await asyncio.sleep(self.tool_ms / 1000)
         done = self.turn + 1 >= self.length
-        return "tool output", float(done), done, False, {"success": done}
+        return self.observation, float(done), done, False, {"success": done}
 
 
 agentenv.register(ENV_ID, f"{__name__}:UnevenEnv")
@@ -126,7 +134,9 @@ async def lockstep(
 async def engine_run(
     policy: HFPolicy, seeds: list[int], env_kwargs: dict[str, Any], max_tokens: int
 ) -> dict[str, int]:
-    """The RolloutEngine: one coroutine per episode, no barrier."""
+    """The RolloutEngine: one coroutine per episode, no barrier (a prefix cache starts empty)."""
+    if policy.prefix_cache is not None:
+        policy.prefix_cache.clear()
     engine = RolloutEngine(policy, RolloutConfig(max_tokens_per_turn=max_tokens, temperature=1.0))
     requests = [EpisodeRequest(ENV_ID, s, env_kwargs=env_kwargs, sample_seed=s) for s in seeds]
     trajs = await engine.run(requests)
@@ -207,21 +217,28 @@ def head_of_line(
     return rows
 
 
+def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def print_tables(result: dict[str, Any]) -> None:
     console = Console(width=110)
     config = result["config"]
     for model in result["models"]:
         for workload in model["workloads"]:
-            table = Table(
-                title=f"{model['model']} model, {workload['name']}: {config['episodes']} episodes "
+            title = (
+                f"{model['model']} model, {workload['name']}: {config['episodes']} episodes "
                 f"of 1..{config['max_len']} turns, tool {config['tool_ms']:g} ms, "
                 f"≤{workload['max_tokens']} tokens per action"
             )
             columns = ("loop", "wall s (best)", "tokens/s", "× lock-step", "generated", "wasted")
-            for col in columns:
-                table.add_column(col, justify="right")
-            for row in workload["rows"]:
-                table.add_row(
+            rows = (
+                (
                     row["loop"],
                     f"{row['wall_seconds']:.2f}",
                     f"{row['tokens_per_s']:.0f}",
@@ -229,23 +246,25 @@ def print_tables(result: dict[str, Any]) -> None:
                     str(row["generated"]),
                     str(row["wasted"]),
                 )
-            console.print(table)
-        if "head_of_line" not in model:
-            continue
-        table = Table(
-            title=f"{model['model']} model, head-of-line: 2-token request sent with a "
-            f"{config['long_tokens']}-token one"
-        )
-        for col in ("scheduling", "short alone s", "short s", "long s"):
-            table.add_column(col, justify="right")
-        for row in model["head_of_line"]:
-            table.add_row(
-                row["scheduling"],
-                f"{row['short_alone_seconds']:.3f}",
-                f"{row['short_seconds']:.3f}",
-                f"{row['long_seconds']:.3f}",
+                for row in workload["rows"]
             )
-        console.print(table)
+            console.print(_table(title, columns, rows))
+        if "head_of_line" in model:
+            title = (
+                f"{model['model']} model, head-of-line: 2-token request sent with a "
+                f"{config['long_tokens']}-token one"
+            )
+            rows = (
+                (
+                    row["scheduling"],
+                    f"{row['short_alone_seconds']:.3f}",
+                    f"{row['short_seconds']:.3f}",
+                    f"{row['long_seconds']:.3f}",
+                )
+                for row in model["head_of_line"]
+            )
+            columns = ("scheduling", "short alone s", "short s", "long s")
+            console.print(_table(title, columns, rows))
 
 
 MODELS = {
@@ -274,7 +293,15 @@ def policies(model: str, device: str, episodes: int) -> dict[str, HFPolicy]:
     variant = HFPolicy(
         continuous.model, continuous.tokenizer, max_batch_size=episodes, batch_invariant=False
     )
-    return {"continuous": continuous, "static": static, "not batch-invariant": variant}
+    cached = HFPolicy(
+        continuous.model, continuous.tokenizer, max_batch_size=episodes, prefix_cache_mib=256
+    )
+    return {
+        "continuous": continuous,
+        "static": static,
+        "not batch-invariant": variant,
+        "prefix cache": cached,
+    }
 
 
 def model_result(model: str, args: argparse.Namespace, probe: bool) -> dict[str, Any]:
@@ -286,12 +313,18 @@ def model_result(model: str, args: argparse.Namespace, probe: bool) -> dict[str,
         "engine, static": (engine_run, static),
         "engine, continuous": (engine_run, continuous),
         "engine, continuous, not batch-invariant": (engine_run, variants["not batch-invariant"]),
+        "engine, continuous, prefix cache": (engine_run, variants["prefix cache"]),
     }
     seeds = list(range(args.episodes))
     base = {"max_len": args.max_len, "tool_ms": args.tool_ms}
     workloads = [
         ("uneven turns", base, args.max_tokens),
         ("uneven turns and actions", {**base, "stop": (args.stop,)}, args.uneven_max_tokens),
+        (
+            f"uneven turns and actions, {args.obs_words}-word tool outputs",
+            {**base, "stop": (args.stop,), "obs_words": args.obs_words},
+            args.uneven_max_tokens,
+        ),
     ]
     timed(engine_run, continuous, seeds[:4], base, 4)  # warm-up (allocator, kernels)
     result: dict[str, Any] = {
@@ -325,6 +358,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--stop", default="v", help="stop string of the uneven-actions workload")
     parser.add_argument("--uneven-max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--obs-words", type=int, default=60, help="tool output of the long-observations workload"
+    )
     parser.add_argument("--long-tokens", type=int, default=600, help="head-of-line probe")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["tiny", "wide"])

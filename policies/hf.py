@@ -310,7 +310,7 @@ class PaddedKVLayer(DynamicLayer):
     tokens: 2.2 ms for a step's four concatenations, against 0.02 ms for writing in place); here
     a step writes its column in place and the buffer grows by half when full. ``keys``/``values`` are views of the filled columns. Row ``j`` may start with
     left padding (zeros, or whatever its prefill computed there); the running batch trims, pads
-    and concatenates rows through :meth:`trim_left`, :meth:`pad_left` and :meth:`extend`.
+    and concatenates rows through :meth:`trim_left` and :meth:`join`.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -370,23 +370,22 @@ class PaddedKVLayer(DynamicLayer):
         self.length -= columns
         self._views()
 
-    def pad_left(self, columns: int) -> None:
-        """Put ``columns`` zero columns before every row's."""
-        spare = self._keys.shape[-2] - self.length
-        self._keys, self._values = (
-            torch.nn.functional.pad(t[:, :, : self.length], (0, 0, columns, spare))
-            for t in (self._keys, self._values)
-        )
-        self.length += columns
-        self._views()
-
-    def extend(self, other: PaddedKVLayer) -> None:
-        """Append ``other``'s rows (both layers hold the same number of columns)."""
-        room = max(self._keys.shape[-2], other._keys.shape[-2]) - self.length
-        self._keys, self._values = (
-            torch.nn.functional.pad(torch.cat([mine[:, :, : self.length], theirs]), (0, 0, 0, room))
-            for mine, theirs in ((self._keys, other.keys), (self._values, other.values))
-        )
+    def join(self, other: PaddedKVLayer) -> None:
+        """Append ``other``'s rows, the narrower side's rows left-padded with zero columns to
+        the wider's width, in one new buffer (one copy of each side's filled columns; the
+        spare room for later steps is the larger of the two)."""
+        width = max(self.length, other.length)
+        spare = max(self._keys.shape[-2] - self.length, other._keys.shape[-2] - other.length, 16)
+        rows = self._keys.shape[0]
+        buffers = []
+        for mine, theirs in ((self.keys, other.keys), (self.values, other.values)):
+            heads, dim = mine.shape[1], mine.shape[3]
+            buffer = mine.new_zeros(rows + theirs.shape[0], heads, width + spare, dim)
+            buffer[:rows, :, width - self.length : width] = mine
+            buffer[rows:, :, width - other.length : width] = theirs
+            buffers.append(buffer)
+        self._keys, self._values = buffers
+        self.length = width
         self._views()
 
     def _resize(self, capacity: int) -> None:
@@ -568,22 +567,20 @@ class _Group:
                 layer.trim_left(drop)
             self.pads = self.pads - drop
 
-    def pad_left(self, columns: int) -> None:
-        """Add ``columns`` padding columns at the left of every row's cache."""
-        if columns:
-            for layer in _kv_layers(self.cache):
-                layer.pad_left(columns)
-            self.pads = self.pads + columns
-
-    def extend(self, other: _Group) -> None:
-        """Append ``other``'s rows (both caches must have the same width)."""
+    def join(self, other: _Group) -> None:
+        """Append ``other``'s rows; the narrower cache's rows get left padding up to the
+        wider's width (one copy of each cache)."""
+        mine_width, their_width = self.width, other.width
+        width = max(mine_width, their_width)
         for mine, theirs in zip(_kv_layers(self.cache), _kv_layers(other.cache), strict=True):
-            mine.extend(theirs)
+            mine.join(theirs)
         self.processor = _join_processors(
             self.processor, len(self.rows), other.processor, len(other.rows)
         )
         self.rows = self.rows + other.rows
-        self.pads = np.concatenate([self.pads, other.pads])
+        self.pads = np.concatenate(
+            [self.pads + (width - mine_width), other.pads + (width - their_width)]
+        )
         self.seeds = np.concatenate([self.seeds, other.seeds])
         self.generated = np.concatenate([self.generated, other.generated])
         self.tokens = torch.cat([self.tokens, other.tokens])
@@ -618,10 +615,7 @@ def merge_groups(running: _Group | None, joining: _Group | None) -> _Group | Non
     if running is None or joining is None:
         return joining if running is None else running
     running.trim()
-    width = max(running.width, joining.width)
-    running.pad_left(width - running.width)
-    joining.pad_left(width - joining.width)
-    running.extend(joining)
+    running.join(joining)
     return running
 
 

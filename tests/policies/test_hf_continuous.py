@@ -312,7 +312,7 @@ async def test_joining_rows_attend_through_the_padding_mask_without_batch_invari
     assert joined.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
 
 
-def test_padded_kv_layer_trims_pads_and_extends_rows():
+def test_padded_kv_layer_trims_and_joins_rows():
     keys = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).reshape(2, 1, 3, 2)
     layer, other = PaddedKVLayer(), PaddedKVLayer()
     layer.update(keys, -keys)
@@ -320,20 +320,19 @@ def test_padded_kv_layer_trims_pads_and_extends_rows():
     assert layer.get_seq_length() == 4
     torch.testing.assert_close(layer.keys, torch.cat([keys, keys[:, :, :1] + 100], dim=2))
     layer.trim_left(1)
-    layer.pad_left(2)
-    assert layer.get_seq_length() == 5
-    assert (layer.keys[:, :, :2] == 0).all()
-    torch.testing.assert_close(
-        layer.keys[:, :, 2:], torch.cat([keys[:, :, 1:], keys[:, :, :1] + 100], 2)
-    )
-    other.update(keys[:1, :, :1].repeat(1, 1, 5, 1), keys[:1, :, :1].repeat(1, 1, 5, 1))
     before = layer.keys.clone()
-    layer.extend(other)
-    assert layer.keys.shape == (3, 1, 5, 2)
-    torch.testing.assert_close(layer.keys[:2], before)
+    other.update(keys[:1, :, :1].repeat(1, 1, 5, 1), keys[:1, :, :1].repeat(1, 1, 5, 1))
+    layer.join(other)  # the narrower side (3 columns) is left-padded to the other's 5
+    assert layer.keys.shape == (3, 1, 5, 2) and layer.get_seq_length() == 5
+    assert (layer.keys[:2, :, :2] == 0).all()
+    torch.testing.assert_close(layer.keys[:2, :, 2:], before)
     torch.testing.assert_close(layer.keys[2:], other.keys)
+    layer.update(keys[:, :, :1].repeat(2, 1, 1, 1)[:3], keys[:, :, :1].repeat(2, 1, 1, 1)[:3])
+    assert layer.get_seq_length() == 6  # the joined buffer has room to grow in place
+    expected = layer.keys[[2, 0]].clone()
     layer.batch_select_indices(torch.tensor([2, 0]))
-    torch.testing.assert_close(layer.keys, torch.stack([other.keys[0], before[0]]))
+    torch.testing.assert_close(layer.keys, expected)
+    torch.testing.assert_close(layer.keys[0, :, :5], other.keys[0])
     torch.testing.assert_close(
-        layer.values[1, :, 2:], -torch.cat([keys[0, :, 1:], keys[0, :, :1]], 1)
+        layer.values[1, :, 2:5], -torch.cat([keys[0, :, 1:], keys[0, :, :1]], 1)
     )

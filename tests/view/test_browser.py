@@ -195,15 +195,21 @@ def test_the_group_view_shows_the_group_side_by_side(driver, eval_url, eval_run)
     run = open_run(eval_run)
     open_episode(driver, eval_url, 4)
     driver.find_element(By.ID, "open-group").click()
-    web.wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".gcol"), "the group")
-    columns = driver.find_elements(By.CSS_SELECTOR, ".gcol")
-    ids = [int(c.get_attribute("data-id")) for c in columns]
-    assert ids == run.groups[run.episodes[4].group] and 4 in ids
-    assert "current" in columns[ids.index(4)].get_attribute("class")
-    for column, i in zip(columns, ids, strict=True):
-        assert (
-            len(column.find_elements(By.CSS_SELECTOR, ".gturn")) == run.episodes[i].summary["turns"]
-        )
+    group = run.groups[run.episodes[4].group]
+    # One snapshot of the columns per poll (id, class, turns), read in the page: element handles
+    # held across polls go stale when the view re-renders.
+    script = (
+        "return [...document.querySelectorAll('.gcol')].map(c => "
+        "[Number(c.dataset.id), c.className, c.querySelectorAll('.gturn').length])"
+    )
+    columns = web.wait_for(
+        lambda: (found := driver.execute_script(script)) and len(found) == len(group) and found,
+        "the group",
+    )
+    ids = [i for i, _, _ in columns]
+    assert ids == group and 4 in ids
+    assert "current" in columns[ids.index(4)][1]
+    assert [turns for _, _, turns in columns] == [run.episodes[i].summary["turns"] for i in ids]
     assert web.console_errors(driver) == []
 
 

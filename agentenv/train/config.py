@@ -461,7 +461,27 @@ class PretrainConfig(Section):
     copy_fraction: float = Field(
         0.2, ge=0, le=1, description="share of each batch that is synthetic copy sequences"
     )
+    copy_lengths: tuple[int, int] | None = Field(
+        None,
+        description="[min, max] half-length of the copy sequences, drawn per pair, pairs packed "
+        "to seq_len (null: one pair of half seq_len // 2, which teaches a fixed-offset copy)",
+    )
     seed: int = Field(0, description="seed of the envs' pretraining worlds and the batches")
+
+    @field_validator("copy_lengths")
+    @classmethod
+    def _copy_lengths(
+        cls, value: tuple[int, int] | None, info: ValidationInfo
+    ) -> tuple[int, int] | None:
+        if value is None:
+            return value
+        low, high = value
+        seq_len = info.data.get("seq_len", 128)
+        if not 1 <= low <= high <= seq_len // 2:
+            raise ValueError(
+                f"need 1 <= min <= max <= seq_len // 2 = {seq_len // 2}, got [{low}, {high}]"
+            )
+        return value
 
 
 class SFTConfig(Section):

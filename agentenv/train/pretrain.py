@@ -14,7 +14,10 @@ over two kinds of sequence (``pretrain.batch_sequences`` per step, ``pretrain.se
 - a ``pretrain.copy_fraction`` share of synthetic copy sequences ``a a`` (``a`` uniform random
   tokens, loss on the second ``a`` only), which form induction heads — the attention circuit that
   copies what followed an earlier occurrence of the current token (Olsson et al., 2022,
-  "In-context Learning and Induction Heads", arXiv:2209.11895).
+  "In-context Learning and Induction Heads", arXiv:2209.11895). By default one pair of half
+  ``seq_len // 2`` fills a sequence, which a copy at that fixed offset already predicts;
+  ``pretrain.copy_lengths: [min, max]`` packs pairs of half-lengths drawn in that range instead,
+  so the offset varies and only copying by content predicts the repeat.
 """
 
 from __future__ import annotations
@@ -77,15 +80,40 @@ def text_windows(
 
 
 def copy_sequences(
-    n: int, seq_len: int, vocabulary: torch.Tensor, generator: torch.Generator
+    n: int,
+    seq_len: int,
+    vocabulary: torch.Tensor,
+    generator: torch.Generator,
+    lengths: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` sequences ``a a`` of random tokens from ``vocabulary`` and their labels (−100 on
-    the first half and on the first token of the repeat, which cannot be predicted)."""
-    half = seq_len // 2
-    first = vocabulary[torch.randint(len(vocabulary), (n, half), generator=generator)]
-    ids = torch.cat([first, first], dim=1)
-    labels = ids.clone()
-    labels[:, : half + 1] = -100
+    """``n`` sequences of copy pairs ``a a`` of random tokens from ``vocabulary`` and their
+    labels (−100 on each first half and on the first token of each repeat, which cannot be
+    predicted).
+
+    With ``lengths`` None, one pair of half-length ``seq_len // 2`` per sequence: every repeat
+    is at the same offset, so a fixed-offset copy predicts it. With ``lengths = (min, max)``,
+    pairs of half-lengths drawn uniformly from ``[min, max]`` are packed end to end up to
+    ``seq_len`` (the last one cut there): the offsets vary, so only copying by content (an
+    induction head) predicts the repeats."""
+    if lengths is None:
+        half = seq_len // 2
+        first = vocabulary[torch.randint(len(vocabulary), (n, half), generator=generator)]
+        ids = torch.cat([first, first], dim=1)
+        labels = ids.clone()
+        labels[:, : half + 1] = -100
+        return ids, labels
+    low, high = lengths
+    ids = torch.empty((n, seq_len), dtype=torch.long)
+    labels = torch.full((n, seq_len), -100, dtype=torch.long)
+    for row in range(n):
+        pos = 0
+        while pos < seq_len:
+            half = int(torch.randint(low, high + 1, (1,), generator=generator))
+            first = vocabulary[torch.randint(len(vocabulary), (half,), generator=generator)]
+            pair = torch.cat([first, first])[: seq_len - pos]
+            ids[row, pos : pos + len(pair)] = pair
+            labels[row, pos + half + 1 : pos + len(pair)] = pair[half + 1 :]
+            pos += len(pair)
     return ids, labels
 
 
@@ -121,7 +149,9 @@ def run_pretrain(config: TrainConfig, out_dir: Path, start: Path) -> Path:
             ids = text_windows(stream, pre.batch_sequences - n_copy, pre.seq_len, generator)
             labels = ids.clone()
             if n_copy:
-                copy_ids, copy_labels = copy_sequences(n_copy, pre.seq_len, vocabulary, generator)
+                copy_ids, copy_labels = copy_sequences(
+                    n_copy, pre.seq_len, vocabulary, generator, pre.copy_lengths
+                )
                 ids, labels = torch.cat([ids, copy_ids]), torch.cat([labels, copy_labels])
             loss = model(input_ids=ids.to(device), labels=labels.to(device)).loss
             loss.backward()

@@ -1,5 +1,7 @@
 """Training configs: typed validation naming bad keys, --set overrides, resolved config saved."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -208,3 +210,11 @@ def test_the_documented_reference_is_the_configs_own():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
     missing = [row for row in config_reference().splitlines() if row not in doc]
     assert not missing, "docs/training.md is missing or has stale rows:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")), ids=str
+)
+def test_every_shipped_config_loads(path: Path) -> None:
+    config = load_config(path)
+    assert config.name == path.stem and config.envs

@@ -493,6 +493,44 @@ def test_copy_sequences_repeat_their_first_half_and_score_only_the_repeat():
     assert torch.all(labels[:, :9] == -100) and torch.equal(labels[:, 9:], ids[:, 9:])
 
 
+def test_copy_sequences_with_lengths_pack_pairs_of_varying_half_length():
+    vocabulary = torch.arange(10, 60)
+    ids, labels = copy_sequences(6, 64, vocabulary, torch.Generator().manual_seed(0), (3, 9))
+    assert ids.shape == labels.shape == (6, 64)
+    assert torch.all((ids >= 10) & (ids < 60))
+    scored = labels != -100
+    assert torch.equal(labels[scored], ids[scored])
+    halves = set()
+    for row in range(6):
+        pos = 0  # walk the pairs: a first half and its repeat, unscored up to the repeat's 2nd
+        while pos < 64 and scored[row, pos:].any():
+            half = int(torch.nonzero(scored[row, pos:])[0]) - 1
+            assert 3 <= half <= 9 and not scored[row, pos : pos + half + 1].any()
+            end = min(pos + 2 * half, 64)
+            assert torch.equal(ids[row, pos + half : end], ids[row, pos : end - half])
+            assert scored[row, pos + half + 1 : end].all()
+            halves.add(half)
+            pos = end
+        assert not scored[row, pos:].any()
+    assert len(halves) > 3  # the offsets vary
+    again = copy_sequences(6, 64, vocabulary, torch.Generator().manual_seed(0), (3, 9))
+    assert torch.equal(again[0], ids) and torch.equal(again[1], labels)  # seeded
+
+
+def test_copy_sequences_default_is_one_pair_of_half_seq_len():
+    vocabulary = torch.arange(10, 60)
+    ids, labels = copy_sequences(3, 20, vocabulary, torch.Generator().manual_seed(4))
+    first = vocabulary[torch.randint(50, (3, 10), generator=torch.Generator().manual_seed(4))]
+    assert torch.equal(ids, torch.cat([first, first], dim=1))  # the draws of the fixed pair
+
+
+def test_copy_lengths_must_fit_seq_len():
+    assert load_config({"pretrain": {"copy_lengths": [4, 64]}}).pretrain.copy_lengths == (4, 64)
+    for bad in ([0, 4], [8, 4], [4, 65]):
+        with pytest.raises(ConfigError, match="pretrain.copy_lengths"):
+            load_config({"pretrain": {"seq_len": 128, "copy_lengths": bad}})
+
+
 def test_text_windows_are_contiguous_slices_of_the_stream():
     stream = torch.arange(100)
     windows = text_windows(stream, 5, 12, torch.Generator().manual_seed(1))

@@ -85,6 +85,13 @@ class ModelConfig(Section):
         "than a weight's bfloat16 resolution are lost)",
     )
     max_batch_size: int = Field(64, gt=0, description="generation batch size of the HF policy")
+    prefix_cache_mib: float = Field(
+        0.0,
+        ge=0,
+        description="memory for the HF policy's prefix cache: finished rows' keys and values, "
+        "reused by the next turn's prompt so it prefills only its new tokens (0: off; a row "
+        "with a hit matches a fresh prefill up to float rounding; docs/policies.md)",
+    )
 
     @field_validator("mixed_precision")
     @classmethod

@@ -31,6 +31,7 @@ def start_fanout(
             dtype=model.dtype,
             max_batch_size=model.max_batch_size,
             batch_invariant=model.batch_invariant,
+            prefix_cache_mib=model.prefix_cache_mib,
         )
     ray = config.ray
     return RayFanout.started(

@@ -134,6 +134,7 @@ def build_learner(config: TrainConfig, path: Path, *, total_optimizer_steps: int
         dtype=dtype,
         max_batch_size=config.model.max_batch_size,
         batch_invariant=config.model.batch_invariant,
+        prefix_cache_mib=config.model.prefix_cache_mib,
     )
     base = policy.model
     ref_kind = needs_reference(config)

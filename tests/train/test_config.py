@@ -205,8 +205,6 @@ def test_the_quickstart_recipe_is_package_data_and_the_documented_copy_links_to_
 def test_the_documented_reference_is_the_configs_own():
     """docs/training.md's configuration table is config_reference(): every key, default and
     description as the code has them."""
-    from pathlib import Path
-
     doc = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
     missing = [row for row in config_reference().splitlines() if row not in doc]
     assert not missing, "docs/training.md is missing or has stale rows:\n" + "\n".join(missing)

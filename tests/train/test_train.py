@@ -584,3 +584,15 @@ async def test_warm_start_pretrains_then_fine_tunes_from_the_pretrained_model(tm
     mtime = (pretrained / "model.safetensors").stat().st_mtime
     assert await warm_start(cfg, run_dir, sources) == start  # a resumed run reuses both stages
     assert (pretrained / "model.safetensors").stat().st_mtime == mtime
+
+
+def test_model_prefix_cache_mib_gives_the_trained_policy_a_prefix_cache(tmp_path):
+    learners = [
+        build_learner(cfg, model_path(cfg), total_optimizer_steps=1)
+        for cfg in (
+            load_config(small_config(tmp_path)),
+            load_config(small_config(tmp_path, model={"prefix_cache_mib": 8})),
+        )
+    ]
+    assert learners[0].policy.prefix_cache is None
+    assert learners[1].policy.prefix_cache.max_bytes == 8 * 2**20

@@ -1109,7 +1109,9 @@ class HFPolicy:
             padding_side="left",
         ).to(device)
         positions = torch.from_numpy(lengths - chunk)[:, None] + torch.arange(chunk)[None]
-        cache = self._cache_of(matches, pads, width, chunk) if cached.any() else self._new_cache()
+        cache = (
+            self._cache_of(matches, pads, width, query_pads) if cached.any() else self._new_cache()
+        )
         logits = self.model(
             input_ids=input_ids,
             attention_mask=None if self.batch_invariant else left_padding_mask(pads, width, device),
@@ -1136,16 +1138,21 @@ class HFPolicy:
         return [self.prefix_cache.match(row.request.prompt, version) for row in rows]
 
     def _cache_of(
-        self, matches: list[tuple[Entry, int] | None], pads: np.ndarray, width: int, chunk: int
+        self,
+        matches: list[tuple[Entry, int] | None],
+        pads: np.ndarray,
+        width: int,
+        query_pads: np.ndarray,
     ) -> Cache:
         """A cache of ``width`` columns (the widest prompt's) whose row ``j`` holds the keys
         and values of its match's first tokens after ``pads[j]`` padding columns, filled up to
-        the last ``chunk`` columns: the pass writes those, except where a row's cached prefix
-        reaches into them (:attr:`PaddedKVLayer.keep`)."""
+        the pass's columns (the last ``chunk``, the longest run of new tokens): the pass writes
+        those, except the first ``query_pads[j]`` of row ``j``, which its padding or cached
+        prefix holds (:attr:`PaddedKVLayer.keep`)."""
         rows = len(matches)
+        chunk = width - int((pads + [0 if m is None else m[1] for m in matches]).min())
         template = next(m[0] for m in matches if m is not None)
-        reach = chunk - (width - pads - [0 if m is None else m[1] for m in matches])
-        keep = torch.arange(chunk)[None] < torch.from_numpy(reach)[:, None]
+        keep = torch.arange(chunk)[None] < torch.from_numpy(query_pads)[:, None]
         keep = keep[:, None, :, None].to(self.device)
         cache = self._new_cache()
         for index, kv in enumerate(template.layers):
